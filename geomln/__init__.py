@@ -1,0 +1,42 @@
+"""geomln: exact, fast geometry of attention keys.
+
+Themes
+------
+LayerNorm geometry
+    :func:`project`, :func:`scale`, :func:`layer_norm`, :func:`factorized_layer_norm`, :func:`rms_norm`.
+Angles
+    :func:`angle_to`, :func:`angle_to_ones`, :func:`fit_hyperplane`, :func:`angle_to_hyperplane`.
+Files
+    :func:`load_array`.
+
+Nothing is compiled at import: numba kernels compile (or load from cache) on first use.
+"""
+
+from ._version import __version__
+from .angles import Hyperplane, angle_to, angle_to_hyperplane, angle_to_ones, fit_hyperplane
+from .errors import DataFileError, GeomlnError, GeomlnWarning, InputError
+from .io import load_array
+from .layernorm import factorized_layer_norm, layer_norm, project, rms_norm, scale
+
+__all__ = [
+    "__version__",
+    # LayerNorm geometry
+    "project",
+    "scale",
+    "layer_norm",
+    "factorized_layer_norm",
+    "rms_norm",
+    # angles
+    "angle_to",
+    "angle_to_ones",
+    "fit_hyperplane",
+    "angle_to_hyperplane",
+    "Hyperplane",
+    # files
+    "load_array",
+    # errors
+    "GeomlnError",
+    "InputError",
+    "DataFileError",
+    "GeomlnWarning",
+]

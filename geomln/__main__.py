@@ -1,0 +1,5 @@
+"""Allow ``python -m geomln``."""
+
+from .cli import main
+
+raise SystemExit(main())

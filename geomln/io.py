@@ -1,0 +1,74 @@
+"""Reading numeric matrices from the files people save them in."""
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataFileError
+
+__all__ = ["load_array", "TEXT_SUFFIXES"]
+
+TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": None}
+_SUPPORTED = (".npy", ".npz", *TEXT_SUFFIXES)
+
+
+def _read_npz(path, name):
+    with np.load(path, allow_pickle=False) as archive:
+        names = list(archive.files)
+        if name is None:
+            if len(names) != 1:
+                raise DataFileError(
+                    f"{str(path)!r} holds {len(names)} arrays; choose one with name=... (available: {', '.join(names)})"
+                )
+            name = names[0]
+        if name not in names:
+            raise DataFileError(f"{str(path)!r} has no array {name!r} (available: {', '.join(names)})")
+        return archive[name]
+
+
+def load_array(path, *, name=None):
+    """Read one numeric array from a ``.npy``, ``.npz``, ``.csv``, ``.tsv`` or ``.txt`` file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file. Text files hold one row per line, separated by commas (``.csv``), tabs
+        (``.tsv``) or white space (``.txt``); lines starting with ``#`` are comments.
+    name : str, optional
+        For ``.npz`` archives holding several arrays, which one to read.
+
+    Returns
+    -------
+    ndarray
+        The array as stored (validation is left to the function that uses it).
+
+    Raises
+    ------
+    DataFileError
+        If the file is missing, unreadable, of an unsupported suffix, or lacks the named array.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os, geomln
+    >>> path = os.path.join(tempfile.mkdtemp(), "keys.npy")
+    >>> np.save(path, np.eye(3))
+    >>> geomln.load_array(path).shape
+    (3, 3)
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _SUPPORTED:
+        raise DataFileError(f"unsupported file type {suffix or '(none)'!r} for {str(path)!r}; "
+                            f"supported: {', '.join(_SUPPORTED)}")
+    if not path.is_file():
+        raise DataFileError(f"no such file: {str(path)!r}")
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            return _read_npz(path, name)
+        return np.loadtxt(path, delimiter=TEXT_SUFFIXES[suffix], ndmin=2, comments="#")
+    except DataFileError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataFileError(f"cannot read {str(path)!r}: {exc}") from None
