@@ -1,0 +1,480 @@
+"""Which keys can win the maximum attention score: exact verdicts with certificates.
+
+Key ``i`` of ``keys`` (n, d) is *selectable* iff some query ``q`` gives it the strictly highest score,
+``q.k_i + b_i > q.k_j + b_j`` for all ``j != i``. Without a bias this holds iff ``k_i`` is a vertex of
+the convex hull of the keys and no other key equals it.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _selectability_kernels as kernels
+from ._hull_geometry import BORDERLINE_FACTOR, RAY_LENGTH, affine_frame, decide
+from ._validation import as_choice, as_points, as_tol, as_vector
+from .errors import InputError
+
+__all__ = ["Selectability", "selectable_keys", "verify_selectability", "hull_vertices", "default_tol"]
+
+METHODS = ("auto", "wolfe", "lp")
+_DEFAULT_TOL = {"float64": 1e-9, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
+_BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (64 MiB)
+
+
+def default_tol(values):
+    """The default relative tolerance for data stored in the dtype of `values`.
+
+    float64 and integers: 1e-9; float32: 1e-6; float16: 1e-3; bfloat16: 1e-2 -- about ten to a
+    hundred units of rounding of the storage format, relative to the data's radius.
+
+    Examples
+    --------
+    >>> import numpy as np, geomln
+    >>> geomln.default_tol(np.zeros(3, dtype=np.float32))
+    1e-06
+    """
+    dtype = getattr(values, "dtype", None)
+    name = str(dtype).replace("torch.", "") if dtype is not None else "float64"
+    return _DEFAULT_TOL.get(name, 1e-9)
+
+
+@dataclass(frozen=True)
+class Selectability:
+    """Verdicts on which keys can receive the strictly highest attention score, with certificates.
+
+    Attributes
+    ----------
+    selectable_mask : ndarray of bool, shape (n,)
+        True where some query makes the key the strict argmax.
+    n, d : int
+        Number of keys and their dimension.
+    affine_rank : int
+        Dimension of the keys' affine hull (after dropping spreads below ``tol / 4``).
+    duplicate_of : ndarray of intp, shape (n,)
+        Index of another key identical to this one (with the same bias), or -1.
+    witness_queries : ndarray, shape (n, d)
+        For each selectable key a query for which it is the strict argmax of ``q.k + b``; NaN rows
+        for unselectable keys.
+    margins : ndarray, shape (n,)
+        Normalized margin of the witness: ``min_j (q.(k_i - k_j) + b_i - b_j)`` for the unit witness in
+        normalized coordinates, in units of the data radius `scale`; NaN for unselectable keys.
+    combinations : dict
+        ``{i: (indices, weights)}`` for each unselectable key: other keys with non-negative weights
+        summing to 1 whose combination equals ``k_i`` up to ``2 * tol * scale`` (with a bias, whose
+        combined bias is at least ``b_i`` up to the same tolerance).
+    borderline_mask : ndarray of bool, shape (n,)
+        Keys whose distance to the hull of the others lies within a factor 10 of ``tol``: their verdict
+        may flip under perturbations of that size.
+    tol : float
+        The relative tolerance used.
+    scale : float
+        The data radius ``max_i |k_i - mean(k)|`` (over distinct keys) that `tol` is relative to.
+    bias_scale : float
+        The bias range ``max_i |b_i - mean(b)|`` (over distinct keys) used to normalize the bias; 1 without one.
+    method : str
+        The method that produced the verdicts.
+    has_bias : bool
+        Whether a bias took part.
+    """
+
+    selectable_mask: np.ndarray
+    n: int
+    d: int
+    affine_rank: int
+    duplicate_of: np.ndarray
+    witness_queries: np.ndarray
+    margins: np.ndarray
+    combinations: dict = field(repr=False)
+    borderline_mask: np.ndarray
+    tol: float
+    scale: float
+    bias_scale: float
+    method: str
+    has_bias: bool
+
+    @property
+    def unselectable_indices(self):
+        """Sorted indices of the keys that can never be the strict argmax."""
+        return np.flatnonzero(~self.selectable_mask)
+
+    @property
+    def selectable_indices(self):
+        """Sorted indices of the selectable keys."""
+        return np.flatnonzero(self.selectable_mask)
+
+    @property
+    def n_unselectable(self):
+        """Number of unselectable keys."""
+        return int(self.n - self.selectable_mask.sum())
+
+    @property
+    def fraction_unselectable(self):
+        """Fraction of the keys that are unselectable."""
+        return self.n_unselectable / self.n
+
+    def to_dict(self):
+        """A JSON-ready dictionary of the verdicts and their certificates."""
+        return {
+            "n": self.n,
+            "d": self.d,
+            "affine_rank": self.affine_rank,
+            "tol": self.tol,
+            "scale": self.scale,
+            "bias_scale": self.bias_scale,
+            "method": self.method,
+            "has_bias": self.has_bias,
+            "fraction_unselectable": self.fraction_unselectable,
+            "selectable_mask": self.selectable_mask.tolist(),
+            "borderline_mask": self.borderline_mask.tolist(),
+            "duplicate_of": self.duplicate_of.tolist(),
+            "margins": [None if np.isnan(m) else float(m) for m in self.margins],
+            "witness_queries": {str(i): self.witness_queries[i].tolist() for i in self.selectable_indices},
+            "combinations": {
+                str(i): {"indices": idx.tolist(), "weights": w.tolist()} for i, (idx, w) in self.combinations.items()
+            },
+        }
+
+
+def _find_duplicates(rows):
+    """Index of an identical other row for each row (or -1), and the first copy of each distinct row."""
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    counts = np.bincount(inverse)
+    duplicate_of = np.full(rows.shape[0], -1, dtype=np.intp)
+    repeated = counts[inverse] > 1
+    if repeated.any():
+        order = np.argsort(inverse, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        # point every copy at the next copy of its group (cyclically)
+        position = np.empty_like(order)
+        position[order] = np.arange(order.size)
+        group_start = starts[inverse]
+        next_position = group_start + (position - group_start + 1) % counts[inverse]
+        duplicate_of[repeated] = order[next_position[repeated]]
+    return duplicate_of, np.sort(first), inverse
+
+
+def _witness_scan(lifted, n, bias_weight):
+    """Score every key against the direction of every key; return each key's best certified margin.
+
+    Direction ``i`` is the key's own normalized coordinates (with weight `bias_weight` on the bias
+    coordinate); the strict argmax of every direction is a vertex, certified by that direction.
+    """
+    directions = lifted.copy()
+    if bias_weight:
+        directions[:, -1] = bias_weight
+    norms = np.linalg.norm(directions, axis=1)
+    norms[norms == 0] = np.inf
+    best_margin = np.full(n, -np.inf)
+    best_direction = np.zeros(n, dtype=np.intp)
+    block = max(1, _BLOCK_ENTRIES // n)
+    for start in range(0, n, block):
+        rows = np.arange(start, min(n, start + block))
+        scores = np.ascontiguousarray(directions[rows] @ lifted.T)
+        winner, top, second = kernels.top_two(scores, rows, False)
+        margins = (top - second) / norms[rows]
+        order = np.lexsort((-margins, winner))  # best margin first within each winner
+        first = np.concatenate([[True], winner[order][1:] != winner[order][:-1]])
+        chosen = order[first]
+        better = margins[chosen] > best_margin[winner[chosen]]
+        best_margin[winner[chosen[better]]] = margins[chosen[better]]
+        best_direction[winner[chosen[better]]] = rows[chosen[better]]
+    unit = directions[best_direction] / norms[best_direction, None]
+    return best_margin, unit
+
+
+def _lift(frame, bias):
+    """Normalized coordinates, with the normalized bias appended as the last coordinate when given."""
+    if bias is None:
+        return frame.coords, 1.0
+    spread = float(np.abs(bias - bias.mean()).max())
+    bias_scale = spread if spread > 0 else 1.0
+    lifted = np.hstack([frame.coords, ((bias - bias.mean()) / bias_scale)[:, None]])
+    return np.ascontiguousarray(lifted), bias_scale
+
+
+def _query_from_direction(frame, direction, bias_scale, has_bias, lifted, key):
+    """Turn a unit witness direction in normalized (lifted) coordinates into a query in the original space.
+
+    Returns the query and its normalized margin (recomputed when the bias weight had to be raised).
+    """
+    key_part = direction[:-1] if has_bias else direction
+    if not has_bias:
+        return frame.to_original_direction(key_part), None
+    beta = direction[-1]
+    scores = lifted[:, :-1] @ key_part
+    others = np.delete(np.arange(lifted.shape[0]), key)
+    key_margin = float(np.min(scores[key] - scores[others])) if others.size else np.inf
+    recomputed = None
+    if beta <= 0.25 * min(key_margin, 1.0):
+        # the keys alone separate k_i; a small positive bias weight keeps the margin positive
+        beta = 0.25 * min(key_margin, 1.0)
+        full = np.append(key_part, beta)
+        full_scores = lifted @ full
+        recomputed = float(np.min(full_scores[key] - full_scores[others])) / np.linalg.norm(full)
+    query = frame.to_original_direction(key_part) / frame.radius * (bias_scale / beta)
+    return query, recomputed
+
+
+def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
+    """Decide exactly which keys can receive the strictly highest attention score ``q.k + b``.
+
+    Parameters
+    ----------
+    keys : array_like, shape (n, d)
+        Key vectors (finite).
+    bias : array_like, shape (n,), optional
+        Additive score per key (e.g. the bias of a softmax output layer).
+    tol : float, optional
+        Relative tolerance (default from the input dtype, see :func:`default_tol`): a key is selectable iff
+        its Euclidean distance to the convex hull of the other keys exceeds ``tol * scale``, where
+        ``scale = max_i |k_i - mean(k)|``. With a bias the bias is centred, divided by its range
+        ``max_i |b_i - mean(b)|`` and appended as a coordinate, and "hull" means the hull of the other
+        lifted keys extended downwards in the bias coordinate. Must be at least 1e-13.
+    method : {"auto", "wolfe", "lp"}
+        "wolfe" (and "auto"): witness scan, then Wolfe's minimum-norm-point algorithm inside Clarkson's
+        output-sensitive loop, in numba, with a HiGHS fallback where it stalls; "lp": one pair of HiGHS
+        linear programs per key (slow; for cross-checks).
+
+    Returns
+    -------
+    Selectability
+        Verdicts, each backed by a witness query or convex-combination weights.
+
+    Raises
+    ------
+    InputError
+        If `keys` is not a finite non-empty 2-D array, `bias` has the wrong length or `tol` is invalid.
+    TypeError
+        If the inputs are not numeric.
+
+    See Also
+    --------
+    verify_selectability : check every certificate independently.
+    hull_vertices : indices of the extreme points.
+
+    Notes
+    -----
+    Keys are deduplicated, centred, scaled by their radius and rotated onto their affine hull, so
+    rank-deficient sets (LayerNorm outputs, ``n <= d``, collinear keys) are handled exactly. A blockwise
+    scan then scores all keys against each key's own direction: every strict argmax with a margin above
+    ``10 * tol`` is certified selectable. For the remaining keys Wolfe's algorithm (1976) finds the
+    nearest point of the hull of a working set of extreme points; a key further than ``tol / 10`` is
+    scanned against all keys with the separating direction, and any key that violates it joins the
+    working set (Clarkson 1994) until the verdict is certain or the distance exact. Memory is
+    ``O(n d + block)``; time is dominated by the ``O(n^2 d)`` scan for large ``d`` and by the Wolfe steps of
+    interior keys for small ``d``.
+
+    Examples
+    --------
+    >>> import geomln
+    >>> square_and_centre = [[0, 0], [2, 0], [0, 2], [2, 2], [1, 1]]
+    >>> result = geomln.selectable_keys(square_and_centre)
+    >>> result.unselectable_indices
+    array([4])
+    >>> idx, w = result.combinations[4]
+    >>> float(w.sum())
+    1.0
+    >>> len(geomln.verify_selectability(square_and_centre, result))
+    0
+    """
+    tol = as_tol(tol, default=default_tol(keys))
+    if tol < 1e-13:
+        raise InputError(f"`tol` must be >= 1e-13 (float64 resolution of relative distances); got {tol}")
+    method = as_choice(method, "method", METHODS)
+    points = as_points(keys, "keys")
+    n, d = points.shape
+    if bias is not None:
+        bias = as_vector(bias, "bias", length=n, length_name="the number of keys")
+    rows = points if bias is None else np.hstack([points, bias[:, None]])
+    duplicate_of, unique_rows, inverse = _find_duplicates(rows)
+    unique = points[unique_rows]
+    unique_bias = None if bias is None else bias[unique_rows]
+    frame = affine_frame(unique, tol)
+    lifted, bias_scale = _lift(frame, unique_bias)
+    m = unique.shape[0]
+    has_bias = bias is not None
+
+    verdict = np.zeros(m, dtype=bool)
+    borderline = np.zeros(m, dtype=bool)
+    margins = np.full(m, np.nan)
+    directions = np.zeros((m, lifted.shape[1]))
+    supports, weights = [None] * m, [None] * m
+    if m == 1:
+        verdict[0] = True
+        margins[0] = np.inf
+    else:
+        undecided = np.arange(m)
+        seeds = np.empty(0, dtype=np.intp)
+        if method != "lp":
+            scan_margin, scan_direction = _witness_scan(lifted, m, 1.0 if has_bias else 0.0)
+            certain = scan_margin > tol * BORDERLINE_FACTOR
+            verdict[certain] = True
+            margins[certain] = scan_margin[certain]
+            directions[certain] = scan_direction[certain]
+            undecided = np.flatnonzero(~certain)
+            seeds = np.flatnonzero(certain)
+        if undecided.size:
+            decisions = _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method)
+            selectable = (decisions.status != kernels.UNSELECTABLE) & (decisions.margin > tol)
+            verdict[undecided] = selectable
+            borderline[undecided] = (decisions.status == kernels.CONVERGED)
+            margins[undecided[selectable]] = decisions.margin[selectable]
+            directions[undecided[selectable]] = decisions.direction[selectable]
+            for slot in np.flatnonzero(~selectable):
+                supports[undecided[slot]], weights[undecided[slot]] = decisions.support[slot], decisions.weights[slot]
+    return _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, inverse, verdict,
+                     borderline, margins, directions, supports, weights, tol, method)
+
+
+def _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method):
+    if method == "lp":
+        from ._hull_geometry import Decisions, _solve_with_lp
+
+        count = undecided.size
+        decisions = Decisions(np.full(count, kernels.STALLED, dtype=np.int8), np.full(count, np.inf),
+                              np.full(count, -np.inf), np.zeros((count, lifted.shape[1])), [None] * count,
+                              [None] * count)
+        for slot, key in enumerate(undecided):
+            _solve_with_lp(lifted, m, key, RAY_LENGTH if has_bias else 0.0, tol, slot, decisions.status,
+                           decisions.distance, decisions.margin, decisions.direction, decisions.support,
+                           decisions.weights)
+        return decisions
+    return decide(lifted, m, undecided, seeds, tol, ray=RAY_LENGTH if has_bias else 0.0)
+
+
+def _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, inverse, verdict,
+              borderline, margins, directions, supports, weights, tol, method):
+    n, d = points.shape
+    m = unique_rows.size
+    selectable_mask = np.zeros(n, dtype=bool)
+    selectable_mask[unique_rows] = verdict
+    selectable_mask[duplicate_of >= 0] = False
+    witness = np.full((n, d), np.nan)
+    full_margins = np.full(n, np.nan)
+    borderline_mask = np.zeros(n, dtype=bool)
+    borderline_mask[unique_rows] = borderline
+    combinations = {}
+    for u in range(m):
+        key = int(unique_rows[u])
+        if selectable_mask[key]:
+            if m == 1:
+                witness[key] = 0.0
+                full_margins[key] = np.inf
+                continue
+            query, recomputed = _query_from_direction(frame, directions[u], bias_scale, has_bias, lifted, u)
+            witness[key] = query
+            full_margins[key] = margins[u] if recomputed is None else recomputed
+        elif duplicate_of[key] < 0:
+            combinations[key] = _combination(supports[u], weights[u], m, unique_rows)
+    for key in np.flatnonzero(duplicate_of >= 0):
+        combinations[int(key)] = (np.array([duplicate_of[key]], dtype=np.intp), np.array([1.0]))
+    return Selectability(
+        selectable_mask=selectable_mask, n=n, d=d, affine_rank=frame.rank, duplicate_of=duplicate_of,
+        witness_queries=witness, margins=full_margins, combinations=dict(sorted(combinations.items())),
+        borderline_mask=borderline_mask, tol=tol, scale=frame.radius, bias_scale=bias_scale, method=method, has_bias=has_bias,
+    )
+
+
+def _combination(support, weights, m, unique_rows):
+    """Map a support over (possibly virtual) unique indices to original key indices, merging copies."""
+    real = np.where(support >= m, support - m, support)
+    keys, position = np.unique(real, return_inverse=True)
+    merged = np.zeros(keys.size)
+    np.add.at(merged, position, weights)
+    return unique_rows[keys].astype(np.intp), merged / merged.sum()
+
+
+def verify_selectability(keys, result, *, bias=None):
+    """Check every certificate of a :class:`Selectability` result independently, with plain NumPy.
+
+    A selectable key's witness query must make it the strict argmax of ``keys @ q + bias``. An
+    unselectable key's combination must use other keys with weights ``>= 0`` summing to 1, reproduce the
+    key within ``2 * tol * scale`` and, with a bias, reach its bias within ``2 * tol * bias_scale``.
+
+    Parameters
+    ----------
+    keys : array_like, shape (n, d)
+        The keys the result was computed for.
+    result : Selectability
+        The verdicts to check.
+    bias : array_like, shape (n,), optional
+        The bias the result was computed with.
+
+    Returns
+    -------
+    ndarray of intp
+        Sorted indices of the keys whose certificate fails (empty when all hold).
+
+    Examples
+    --------
+    >>> import geomln
+    >>> keys = [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.2, 0.2]]
+    >>> result = geomln.selectable_keys(keys)
+    >>> geomln.verify_selectability(keys, result).size
+    0
+    """
+    points = as_points(keys, "keys")
+    n = points.shape[0]
+    if result.n != n or result.d != points.shape[1]:
+        raise InputError(f"`result` is for keys of shape ({result.n}, {result.d}); got `keys` of shape {points.shape}")
+    offsets = np.zeros(n) if bias is None else as_vector(bias, "bias", length=n, length_name="the number of keys")
+    failed = np.zeros(n, dtype=bool)
+    selectable = np.flatnonzero(result.selectable_mask)
+    block = max(1, _BLOCK_ENTRIES // n)
+    for start in range(0, selectable.size, block):
+        rows = selectable[start:start + block]
+        queries = result.witness_queries[rows]
+        if not np.isfinite(queries).all():
+            failed[rows[~np.isfinite(queries).all(axis=1)]] = True
+            queries = np.nan_to_num(queries)
+        scores = queries @ points.T + offsets
+        own = scores[np.arange(rows.size), rows].copy()
+        scores[np.arange(rows.size), rows] = -np.inf
+        failed[rows[~(own > scores.max(axis=1))]] = True
+    unselectable = np.flatnonzero(~result.selectable_mask)
+    for key in unselectable:
+        certificate = result.combinations.get(int(key))
+        if certificate is None:
+            failed[key] = True
+            continue
+        indices, weights = (np.asarray(part) for part in certificate)
+        if (indices.size == 0 or indices.size != weights.size or np.any(indices == key) or np.any(indices < 0)
+                or np.any(indices >= n) or np.any(weights < -1e-12) or abs(weights.sum() - 1.0) > 1e-9):
+            failed[key] = True
+            continue
+        residual = np.linalg.norm(weights @ points[indices] - points[key])
+        deficit = offsets[key] - weights @ offsets[indices]
+        slack = 2.0 * result.tol
+        if residual > slack * result.scale + 1e-12 * (1 + result.scale) or (
+                deficit > slack * result.bias_scale + 1e-12 * (1 + result.bias_scale)):
+            failed[key] = True
+    return np.flatnonzero(failed)
+
+
+def hull_vertices(points, *, tol=None):
+    """Indices of the extreme points (vertices of the convex hull) of a point set.
+
+    Parameters
+    ----------
+    points : array_like, shape (n, d)
+        Any finite points; rank-deficient sets are handled in their affine hull.
+    tol : float, optional
+        Relative tolerance, as in :func:`selectable_keys`.
+
+    Returns
+    -------
+    ndarray of intp
+        Sorted indices of the vertices; for a vertex that occurs several times, its first copy.
+
+    Examples
+    --------
+    >>> import geomln
+    >>> geomln.hull_vertices([[0, 0], [1, 0], [0, 1], [1, 0], [0.2, 0.2]])
+    array([0, 1, 2])
+    """
+    array = as_points(points, "points")
+    _, first = np.unique(array, axis=0, return_index=True)
+    first = np.sort(first)
+    result = selectable_keys(array[first], tol=as_tol(tol, default=default_tol(points)))
+    return first[result.selectable_mask]
