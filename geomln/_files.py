@@ -22,6 +22,13 @@ def ensure_directory(path, name="out"):
     return path
 
 
+def _new_file_mode():
+    """Permissions a plain ``open(path, "w")`` would give (mkstemp's own are 0o600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_output(path, mode="w"):
     """Open a temporary file next to `path` for writing; on success rename it to `path`.
@@ -49,6 +56,7 @@ def atomic_output(path, mode="w"):
     try:
         with os.fdopen(handle, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as stream:
             yield stream
+        os.chmod(temporary, _new_file_mode())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -11,13 +11,28 @@ __all__ = ["angle_to", "angle_to_ones", "fit_hyperplane", "angle_to_hyperplane",
 
 
 def _unit_rows(vectors, name):
-    norms = np.linalg.norm(vectors, axis=-1)
-    zero = norms == 0
+    # Divide by the largest entry first so that norms of tiny or huge vectors neither underflow nor overflow.
+    peak = np.abs(vectors).max(axis=-1)
+    zero = peak == 0
     if zero.any():
+        if zero.ndim == 0:
+            raise InputError(f"`{name}` is a zero vector; its angle is undefined")
         first = tuple(int(i) for i in np.argwhere(zero)[0])
         where = f"row {first[0]}" if len(first) == 1 else f"index {first}"
-        raise InputError(f"`{name}` has {int(zero.sum())} zero vector(s) (first at {where}); its angle is undefined")
-    return vectors / norms[..., None]
+        raise InputError(
+            f"`{name}` has {int(zero.sum())} zero vector(s) (first at {where}); its angle is undefined"
+        )
+    rescaled = vectors / peak[..., None]
+    return rescaled / np.linalg.norm(rescaled, axis=-1)[..., None]
+
+
+def _angles(vectors, direction, direction_name):
+    """Unfolded angles in degrees; Kahan's ``2 atan2(|u - v|, |u + v|)`` stays accurate near 0 and 180."""
+    array = as_float_array(vectors, "vectors")
+    d = array.shape[-1]
+    direction = as_vector(direction, direction_name, length=d, length_name="the last axis of `vectors`")
+    u, v = _unit_rows(array, "vectors"), _unit_rows(direction, direction_name)
+    return np.degrees(2.0 * np.arctan2(np.linalg.norm(u - v, axis=-1), np.linalg.norm(u + v, axis=-1)))
 
 
 def _fold(degrees):
@@ -55,12 +70,7 @@ def angle_to(vectors, direction, *, folded=False):
     >>> geomln.angle_to([[1.0, 0.0], [-1.0, 1.0]], [1.0, 0.0], folded=True)
     array([ 0., 45.])
     """
-    array = as_float_array(vectors, "vectors")
-    d = array.shape[-1]
-    unit_direction = _unit_rows(as_vector(direction, "direction", length=d, length_name="the last axis of `vectors`"),
-                                "direction")
-    cosines = np.clip(_unit_rows(array, "vectors") @ unit_direction, -1.0, 1.0)
-    degrees = np.degrees(np.arccos(cosines))
+    degrees = _angles(vectors, direction, "direction")
     return _fold(degrees) if folded else degrees
 
 
@@ -111,8 +121,9 @@ class Hyperplane:
     angle_to_ones : float
         Folded angle in degrees between `normal` and ``1``: 0 for LayerNorm outputs.
     is_unique : bool
-        False when the points span fewer than ``d - 1`` dimensions, so that many hyperplanes
-        fit them equally well (the one returned is still a best fit).
+        False when many hyperplanes fit the points equally well (the one returned is still a
+        best fit): when they span fewer than ``d - 1`` dimensions, or when the two smallest
+        singular values of the centred points tie (e.g. points spread evenly over a sphere).
     """
 
     normal: np.ndarray
@@ -166,7 +177,7 @@ def fit_hyperplane(points):
     padded = np.zeros(d)
     padded[: singular_values.size] = singular_values
     scale_ = max(padded[0], np.finfo(float).tiny)
-    is_unique = bool(padded[d - 2] > 1e3 * np.finfo(float).eps * scale_ * max(n, d))
+    is_unique = bool(padded[d - 2] - padded[d - 1] > 1e3 * np.finfo(float).eps * scale_ * max(n, d))
     return Hyperplane(
         normal=normal,
         offset=float(normal @ centroid),
@@ -192,10 +203,15 @@ def angle_to_hyperplane(vectors, normal):
     ndarray, shape (...)
         Angles in [0, 90]: 0 for vectors inside the plane, 90 for vectors along the normal.
 
+    Raises
+    ------
+    InputError
+        If a vector or the normal is zero, or the lengths of the last axes differ.
+
     Examples
     --------
     >>> import geomln
     >>> geomln.angle_to_hyperplane([[1.0, -1.0], [1.0, 1.0]], [1.0, 1.0])
     array([ 0., 90.])
     """
-    return 90.0 - angle_to(vectors, normal, folded=True)
+    return 90.0 - _fold(_angles(vectors, normal, "normal"))

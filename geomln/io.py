@@ -1,5 +1,7 @@
 """Reading numeric matrices from the files people save them in."""
 
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,8 @@ TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": None}
 _SUPPORTED = (".npy", ".npz", *TEXT_SUFFIXES)
 
 
-def _read_npz(path, name):
-    with np.load(path, allow_pickle=False) as archive:
+def _read_npz(path, stream, name):
+    with np.load(stream, allow_pickle=False) as archive:
         names = list(archive.files)
         if name is None:
             if len(names) != 1:
@@ -45,7 +47,8 @@ def load_array(path, *, name=None):
     Raises
     ------
     DataFileError
-        If the file is missing, unreadable, of an unsupported suffix, or lacks the named array.
+        If the file is missing, unreadable, of an unsupported suffix, lacks the named array,
+        or is a text file without numbers.
 
     Examples
     --------
@@ -63,12 +66,20 @@ def load_array(path, *, name=None):
     if not path.is_file():
         raise DataFileError(f"no such file: {str(path)!r}")
     try:
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if suffix == ".npz":
-            return _read_npz(path, name)
-        return np.loadtxt(path, delimiter=TEXT_SUFFIXES[suffix], ndmin=2, comments="#")
+        if suffix in TEXT_SUFFIXES:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # numpy warns on a file without data
+                array = np.loadtxt(path, delimiter=TEXT_SUFFIXES[suffix], ndmin=2, comments="#")
+        else:
+            # Open the file here so that it is closed even when numpy fails half-way (a truncated .npz).
+            with open(path, "rb") as stream:
+                if suffix == ".npy":
+                    return np.load(stream, allow_pickle=False)
+                return _read_npz(path, stream, name)
     except DataFileError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataFileError(f"cannot read {str(path)!r}: {exc}") from None
+    if array.size == 0:
+        raise DataFileError(f"{str(path)!r} holds no numbers")
+    return array

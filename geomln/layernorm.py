@@ -69,16 +69,22 @@ def scale(x):
     array([[0.72, 1.28]])
     """
     array = as_float_array(x, "x")
-    norms = np.linalg.norm(array, axis=-1, keepdims=True)
-    zero = norms[..., 0] == 0
+    # Divide by the largest entry first: norms of tiny or huge vectors then neither underflow nor overflow.
+    peak = np.abs(array).max(axis=-1, keepdims=True)
+    zero = peak[..., 0] == 0
     if zero.any():
-        first = tuple(int(i) for i in np.argwhere(zero)[0])
-        where = f"row {first[0]}" if len(first) == 1 else f"index {first}"
+        if zero.ndim == 0:
+            where = "`x` is a zero vector"
+        else:
+            first = tuple(int(i) for i in np.argwhere(zero)[0])
+            where = f"`x` has {int(zero.sum())} zero vector(s) (first at "
+            where += f"row {first[0]})" if len(first) == 1 else f"index {first})"
         raise InputError(
-            f"`x` has {int(zero.sum())} zero vector(s) (first at {where}); a zero vector cannot be scaled "
-            "to norm sqrt(d). Use layer_norm or rms_norm, whose eps keeps it finite"
+            f"{where}; a zero vector cannot be scaled to norm sqrt(d). "
+            "Use layer_norm or rms_norm, whose eps keeps it finite"
         )
-    return array * (np.sqrt(array.shape[-1]) / norms)
+    array = array / peak
+    return array * (np.sqrt(array.shape[-1]) / np.linalg.norm(array, axis=-1, keepdims=True))
 
 
 def factorized_layer_norm(x, *, projection=True, scaling=True, weight=None, bias=None, eps=1e-5):
