@@ -16,6 +16,7 @@ from ._version import __version__
 from .angles import Hyperplane, angle_to, angle_to_hyperplane, angle_to_ones, fit_hyperplane
 from .errors import DataFileError, GeomlnError, GeomlnWarning, InputError
 from .io import load_array
+from .keyfile import KeyArray, load_keys, save_keys
 from .layernorm import factorized_layer_norm, layer_norm, project, rms_norm, scale
 
 __all__ = [
@@ -34,6 +35,10 @@ __all__ = [
     "Hyperplane",
     # files
     "load_array",
+    # key files
+    "load_keys",
+    "save_keys",
+    "KeyArray",
     # errors
     "GeomlnError",
     "InputError",
