@@ -24,6 +24,7 @@ may instead carry an ``axes`` attribute (``"layer,head,token,dim"``).
 
 import json
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -550,7 +551,7 @@ def load_keys(path, *, name=None, axes=None):
             (chosen, members, stacked), meta, arrays = (None, [None], False), None, [load_array(path)]
     except (DataFileError, InputError, TypeError):
         raise
-    except (OSError, ValueError, EOFError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:
         raise DataFileError(f"cannot read {str(path)!r}: {exc}") from None
     label = f"array {chosen!r} of {str(path)!r}" if chosen else f"{str(path)!r}"
     converted = [_to_numpy(a) for a in arrays]
@@ -564,6 +565,8 @@ def load_keys(path, *, name=None, axes=None):
     entry = dict(meta.pop("arrays", {}).get(chosen, {})) if chosen is not None else {}
     tokens, offsets = meta.pop("tokens", None), meta.pop("seq_offsets", None)
     file_axes = entry.pop("axes", None) or meta.pop("axes", None)
+    if stacked and file_axes is not None and len(_parse_axes(file_axes)) == array.ndim - 1:
+        file_axes = ("layer", *_parse_axes(file_axes))  # the file describes one member of the stack
     stored = axes if axes is not None else file_axes or _default_axes(chosen, array.ndim, stacked)
     metadata = {**meta, **entry, "source_dtype": converted[0][1], "path": str(path), "name": chosen}
     if stacked:
