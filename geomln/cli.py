@@ -16,6 +16,7 @@ __all__ = ["main", "SUBCOMMANDS"]
 #: name -> (module under geomln.commands, one-line help). Modules are imported lazily.
 SUBCOMMANDS = {
     "angles": ("angles", "angles of a matrix's rows to 1 and to their fitted hyperplane"),
+    "experiment": ("experiment", "reproduce the paper's experiments on CPU (needs the torch extra)"),
 }
 
 
