@@ -17,6 +17,7 @@ __all__ = ["main", "SUBCOMMANDS"]
 SUBCOMMANDS = {
     "angles": ("angles", "angles of a matrix's rows to 1 and to their fitted hyperplane"),
     "experiment": ("experiment", "reproduce the paper's experiments on CPU (needs the torch extra)"),
+    "capture": ("capture", "record keys, queries and hidden states of a local model (needs the torch extra)"),
 }
 
 
