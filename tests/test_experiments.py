@@ -14,7 +14,7 @@ from geomln.errors import InputError
 from geomln.experiments.majority import make_majority_data, steps_to_reach, stratified_split
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_CORPUS = ROOT / "data" / "kjv_small.txt"
+SMALL_CORPUS = ROOT / "data" / "kjv_excerpt.txt"
 
 
 @pytest.fixture
@@ -200,6 +200,8 @@ def test_tiny_gpt_records_keys_and_is_causal():
         for before, after in record:
             expected = geomln.factorized_layer_norm(before.detach().numpy(), scaling=scaling, eps=0.0)
             np.testing.assert_allclose(after.detach().numpy(), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(model(tokens, offset=0), logits)
+        assert not torch.allclose(model(tokens, offset=5), logits)
         changed = model(torch.tensor([[1, 5, 7, 2, 9, 9, 4]]))
         torch.testing.assert_close(changed[0, :6], logits[0, :6])
         assert not torch.allclose(changed[0, 6], logits[0, 6])
@@ -210,7 +212,7 @@ def test_tokenizers_round_trip():
     pytest.importorskip("tokenizers")
     from geomln.experiments.lm import load_corpus, train_tokenizer
 
-    text = load_corpus(SMALL_CORPUS)[:3000]
+    text = load_corpus(SMALL_CORPUS)
     bpe = train_tokenizer(text, kind="bpe", vocab_size=300)
     ids = bpe.encode(text)
     assert ids.dtype == np.int64 and ids.max() < bpe.vocab_size <= 300 and ids.size < len(text)
@@ -248,7 +250,7 @@ def test_collect_keys_and_training_smoke():
     from geomln.experiments.lm import collect_keys, eval_windows, train_lm
 
     tokens = np.frombuffer(SMALL_CORPUS.read_bytes(), dtype=np.uint8).astype(np.int64)
-    train, test = tokens[:10_000], tokens[10_000:]
+    train, test = tokens[:1100], tokens[1100:]
     run = train_lm(train, test, 256, scaling=True, steps=3, block_size=32, batch_size=2, eval_every=2,
                    eval_batches=1, n_positions=64, progress=False)
     again = train_lm(train, test, 256, scaling=True, steps=3, block_size=32, batch_size=2, eval_every=2,

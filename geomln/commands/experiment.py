@@ -79,6 +79,12 @@ def add_args(parser):
     lm.add_argument(
         "--eval-length", type=int, default=1024, help="tokens per held-out sequence (default 1024)"
     )
+    lm.add_argument(
+        "--fixed-positions",
+        action="store_true",
+        help="train every window at positions 0..block-1 (default: a random offset per batch, so that all "
+        "positions up to the held-out length are trained)",
+    )
     lm.add_argument("--tol", type=float, default=None, help="tolerance passed to geomln.selectable_keys")
     _common(lm)
     lm.set_defaults(experiment_run=_run_lm)
@@ -213,6 +219,7 @@ def _run_lm(args):
             dropout=args.dropout,
             eval_every=args.eval_every,
             n_positions=max(1024, args.eval_length),
+            random_offsets=not args.fixed_positions,
             progress=not args.no_progress,
         )
         runs.append(run)

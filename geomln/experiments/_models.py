@@ -198,9 +198,13 @@ class TinyGPT(_Module):
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
 
-    def forward(self, tokens, record=None):
-        """Return logits ``(batch, seq, vocab)``; a list `record` gets ``(ln_1 in, ln_1 out)`` per layer."""
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
+    def forward(self, tokens, record=None, offset=0):
+        """Return logits ``(batch, seq, vocab)``; a list `record` gets ``(ln_1 in, ln_1 out)`` per layer.
+
+        Positions are ``offset, offset + 1, ...`` (training with random offsets teaches every
+        learned position while using short windows).
+        """
+        positions = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)
         x = self.drop(self.wte(tokens) + self.wpe(positions))
         for block in self.blocks:
             x = block(x, record)

@@ -140,6 +140,7 @@ def train_lm(
     eval_every=50,
     eval_batches=4,
     n_positions=1024,
+    random_offsets=True,
     progress=True,
 ):
     """Train :class:`~geomln.experiments._models.TinyGPT` (width 8, 4 layers, 4 heads) on token windows.
@@ -163,6 +164,11 @@ def train_lm(
         Test loss after every `eval_every`-th step (and the last) over `eval_batches` fixed batches.
     n_positions : int
         Learned positions (the key analysis uses sequences up to this length).
+    random_offsets : bool
+        Give each training batch positions ``o, ..., o + block_size - 1`` with a random offset
+        ``o`` in ``[0, n_positions - block_size]``, so every position embedding is trained even when
+        `block_size` is shorter than the held-out sequences (attention cost grows with the square
+        of the window). Test windows always start at position 0.
 
     Returns
     -------
@@ -192,8 +198,8 @@ def train_lm(
     test_starts = np.linspace(0, n_test, eval_batches * batch_size).astype(np.int64)
     test_batches = torch.from_numpy(_windows(test_tokens, test_starts, block_size + 1)).split(batch_size)
 
-    def loss_of(window):
-        logits = model(window[:, :-1])
+    def loss_of(window, offset=0):
+        logits = model(window[:, :-1], offset=offset)
         return torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size), window[:, 1:].reshape(-1))
 
     train_log = np.empty(steps)
@@ -211,7 +217,8 @@ def train_lm(
     for i in bar:
         model.train()
         starts = rng.integers(0, len(train_tokens) - block_size - 1, size=batch_size)
-        loss = loss_of(torch.from_numpy(_windows(train_tokens, starts, block_size + 1)))
+        offset = int(rng.integers(0, n_positions - block_size + 1)) if random_offsets else 0
+        loss = loss_of(torch.from_numpy(_windows(train_tokens, starts, block_size + 1)), offset)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
