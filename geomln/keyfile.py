@@ -333,7 +333,7 @@ class KeyArray:
                         self.seq_offsets)
 
 
-# ---- readers: each returns (names, meta dict or None, read(name) -> array or tensor) -----------------------
+# ---- readers: each returns ((name, stored names read, stacked?), file metadata or None, arrays read) -------
 def _meta_from_json(text, path):
     if text is None:
         return None

@@ -63,7 +63,8 @@ def run(args):
         hf_logging.disable_progress_bar()  # keep stderr for errors: one line on failure
         model, tokenizer = load_model(args.model)
     except ImportError as exc:
-        raise DataFileError(f"{exc}") from None
+        raise DataFileError(f"`geomln capture` needs the torch extra (torch, transformers): "
+                            f"pip install 'geomln[torch]' ({exc})") from None
     captured = capture_keys(model, paragraphs, tokenizer=tokenizer, max_tokens=args.max_tokens)
     captured.metadata["capture"]["command"] = (
         f"geomln capture --model {args.model} --text {Path(args.text).name} --out {Path(args.out).name}"
