@@ -17,6 +17,8 @@ BORDERLINE_FACTOR = 10.0
 #: length of the virtual ray (in normalized units) that models "any lower bias" in the lifted problem
 RAY_LENGTH = 16.0
 _MAX_MAJOR_PER_DIM = 50
+#: batches below this many flops run serially: starting threads costs more than it saves
+_PARALLEL_WORK = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,9 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
     pending = np.arange(count)
     max_major = _MAX_MAJOR_PER_DIM * (dim + 2) + 100
     while pending.size:
-        result = kernels.distance_to_hull_batch(points, keys[pending], candidates, n, ray, low, high, max_major)
+        work = pending.size * (candidates.size + n) * dim
+        kernel = kernels.distance_to_hull_batch if work > _PARALLEL_WORK else kernels.distance_to_hull_serial
+        result = kernel(points, keys[pending], candidates, n, ray, low, high, max_major)
         st, dist, marg, direc, supp, wts, violator = result
         status[pending], distance[pending], margin[pending], direction[pending] = st, dist, marg, direc
         for row, slot in enumerate(pending):

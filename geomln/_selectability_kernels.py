@@ -20,35 +20,40 @@ NEED_POINT = 3  # a key outside conv(candidates) violates the witness: add it an
 STALLED = 4  # Wolfe's algorithm stopped making progress (numerically degenerate corral)
 
 
-@parallel_jit
+@jit
+def _top_two_row(scores, r, skip, best_index, best_value, second_value):
+    top = -np.inf
+    second = -np.inf
+    top_at = -1
+    for c in range(scores.shape[1]):
+        if c == skip:
+            continue
+        value = scores[r, c]
+        if value > top:
+            second = top
+            top = value
+            top_at = c
+        elif value > second:
+            second = value
+    best_index[r] = top_at
+    best_value[r] = top
+    second_value[r] = second
+
+
+@jit
 def top_two(scores, row_keys, exclude_row_key):
     """For each row of `scores`, the index and value of the largest entry and the second largest value.
 
     With `exclude_row_key`, the entry ``scores[r, row_keys[r]]`` is skipped (the runner-up of a key is
-    then the best *other* key).
+    then the best *other* key). Serial: it is linear in the block, which the matrix product that
+    produced the block dominates.
     """
-    rows, cols = scores.shape
+    rows = scores.shape[0]
     best_index = np.empty(rows, dtype=np.intp)
     best_value = np.empty(rows)
     second_value = np.empty(rows)
-    for r in prange(rows):
-        top = -np.inf
-        second = -np.inf
-        top_at = -1
-        skip = row_keys[r] if exclude_row_key else -1
-        for c in range(cols):
-            if c == skip:
-                continue
-            value = scores[r, c]
-            if value > top:
-                second = top
-                top = value
-                top_at = c
-            elif value > second:
-                second = value
-        best_index[r] = top_at
-        best_value[r] = top
-        second_value[r] = second
+    for r in range(rows):
+        _top_two_row(scores, r, row_keys[r] if exclude_row_key else -1, best_index, best_value, second_value)
     return best_index, best_value, second_value
 
 
@@ -74,35 +79,114 @@ def _candidate_into(points, c, n, ray, origin, out):
 def _affine_minimizer(corral, size):
     """Weights (summing to 1) of the point of least norm in the affine hull of ``corral[:size]``.
 
-    Returns the weights and whether the corral is affinely independent (full column rank).
+    Solves ``min |p_0 + sum_k t_k (p_k - p_0)|`` by a modified Gram-Schmidt QR factorisation (with one
+    reorthogonalisation pass) of the differences. Returns the weights and whether the corral is affinely
+    independent (no difference is, relative to its length, within 1e-12 of the span of the earlier ones).
     """
     dim = corral.shape[1]
     alpha = np.zeros(size)
     if size == 1:
         alpha[0] = 1.0
         return alpha, True
-    # x = p0 + B^T t, minimise ||x|| by least squares on the differences
-    differences = np.empty((dim, size - 1))
-    for k in range(1, size):
+    columns = size - 1
+    q = np.empty((columns, dim))
+    r = np.zeros((columns, columns))
+    for k in range(columns):
+        length = 0.0
         for t in range(dim):
-            differences[t, k - 1] = corral[k, t] - corral[0, t]
-    rhs = np.empty(dim)
-    for t in range(dim):
-        rhs[t] = -corral[0, t]
-    solution, _, rank, _ = np.linalg.lstsq(differences, rhs, 1e-12)
+            q[k, t] = corral[k + 1, t] - corral[0, t]
+            length += q[k, t] * q[k, t]
+        for _ in range(2):
+            for j in range(k):
+                projection = 0.0
+                for t in range(dim):
+                    projection += q[j, t] * q[k, t]
+                r[j, k] += projection
+                for t in range(dim):
+                    q[k, t] -= projection * q[j, t]
+        norm = np.sqrt(np.dot(q[k], q[k]))
+        if norm <= 1e-12 * np.sqrt(length) or norm == 0.0:
+            return alpha, False
+        r[k, k] = norm
+        for t in range(dim):
+            q[k, t] /= norm
+    # t = -R^{-1} Q^T p_0
+    rhs = np.empty(columns)
+    for k in range(columns):
+        rhs[k] = -np.dot(q[k], corral[0])
+    solution = np.empty(columns)
+    for k in range(columns - 1, -1, -1):
+        value = rhs[k]
+        for j in range(k + 1, columns):
+            value -= r[k, j] * solution[j]
+        solution[k] = value / r[k, k]
     total = 0.0
-    for k in range(1, size):
-        alpha[k] = solution[k - 1]
-        total += solution[k - 1]
+    for k in range(columns):
+        alpha[k + 1] = solution[k]
+        total += solution[k]
     alpha[0] = 1.0 - total
-    return alpha, rank == size - 1
+    return alpha, True
+
+
+@jit
+def _minor_cycle(corral, corral_ids, weights, size):
+    """Wolfe's minor cycle: move the weights towards the affine minimizer, dropping points that reach 0.
+
+    Returns the new corral size and whether the corral stayed affinely independent.
+    """
+    dim = corral.shape[1]
+    while True:
+        alpha, independent = _affine_minimizer(corral, size)
+        if not independent:
+            return size, False
+        positive = True
+        for k in range(size):
+            if alpha[k] <= 1e-14:
+                positive = False
+        if positive:
+            for k in range(size):
+                weights[k] = alpha[k]
+            return size, True
+        theta = 1.0
+        for k in range(size):
+            if alpha[k] <= 1e-14 and weights[k] - alpha[k] > 0:
+                theta = min(theta, weights[k] / (weights[k] - alpha[k]))
+        kept = 0
+        smallest_at = 0
+        for k in range(size):
+            value = (1.0 - theta) * weights[k] + theta * alpha[k]
+            if value > 1e-14:
+                weights[kept] = value
+                corral_ids[kept] = corral_ids[k]
+                for t in range(dim):
+                    corral[kept, t] = corral[k, t]
+                if value < weights[smallest_at]:
+                    smallest_at = kept
+                kept += 1
+        if kept == size:  # no weight reached zero numerically: drop the smallest to guarantee progress
+            for k in range(smallest_at, size - 1):
+                weights[k] = weights[k + 1]
+                corral_ids[k] = corral_ids[k + 1]
+                for t in range(dim):
+                    corral[k, t] = corral[k + 1, t]
+            kept -= 1
+        size = kept
+        total = 0.0
+        for k in range(size):
+            total += weights[k]
+        for k in range(size):
+            weights[k] /= total
+        if size == 1:
+            weights[0] = 1.0
+            return size, True
 
 
 @jit
 def min_norm_point(points, origin_key, candidates, n, ray, low, max_major):
     """Wolfe's algorithm: the point of ``conv(candidates) - points[origin_key]`` closest to the origin.
 
-    Candidates equal to `origin_key` are skipped. Stops early once the distance is <= `low`.
+    Candidates equal to `origin_key` (or its virtual copy) are skipped. Stops early once the distance is
+    <= `low`.
 
     Returns
     -------
@@ -123,23 +207,22 @@ def min_norm_point(points, origin_key, candidates, n, ray, low, max_major):
     corral_ids = np.empty(capacity, dtype=np.intp)
     weights = np.empty(capacity)
     relative = np.empty(dim)
-    # start from the nearest candidate
     best_norm = np.inf
-    best = -1
-    for c in candidates:
+    for c in candidates:  # start from the nearest candidate
         if c == origin_key or c == origin_ray:
             continue
         _candidate_into(points, c, n, ray, origin, relative)
         norm2 = np.dot(relative, relative)
         if norm2 < best_norm:
             best_norm = norm2
-            best = c
+            corral_ids[0] = c
     size = 1
-    corral_ids[0] = best
-    _candidate_into(points, best, n, ray, origin, corral[0])
+    _candidate_into(points, corral_ids[0], n, ray, origin, corral[0])
     weights[0] = 1.0
-    x = corral[0].copy()
-    independent = True
+    x = np.zeros(dim)
+    for k in range(size):
+        for t in range(dim):
+            x[t] += weights[k] * corral[k, t]
     stalled = True  # unless a stopping rule below is met within max_major iterations
     for _ in range(max_major):
         norm2 = np.dot(x, x)
@@ -171,52 +254,7 @@ def min_norm_point(points, origin_key, candidates, n, ray, low, max_major):
         corral_ids[size] = entering
         _candidate_into(points, entering, n, ray, origin, corral[size])
         weights[size] = 0.0
-        size += 1
-        while True:  # minor cycle
-            alpha, independent = _affine_minimizer(corral, size)
-            if not independent:
-                break
-            positive = True
-            for k in range(size):
-                if alpha[k] <= 1e-14:
-                    positive = False
-            if positive:
-                for k in range(size):
-                    weights[k] = alpha[k]
-                break
-            theta = 1.0
-            for k in range(size):
-                if alpha[k] <= 1e-14 and weights[k] - alpha[k] > 0:
-                    theta = min(theta, weights[k] / (weights[k] - alpha[k]))
-            kept = 0
-            for k in range(size):
-                value = (1.0 - theta) * weights[k] + theta * alpha[k]
-                if value > 1e-14:
-                    weights[kept] = value
-                    corral_ids[kept] = corral_ids[k]
-                    for t in range(dim):
-                        corral[kept, t] = corral[k, t]
-                    kept += 1
-            if kept == size:  # no weight reached zero: drop the smallest to guarantee progress
-                smallest_at = 0
-                for k in range(1, size):
-                    if weights[k] < weights[smallest_at]:
-                        smallest_at = k
-                for k in range(smallest_at, size - 1):
-                    weights[k] = weights[k + 1]
-                    corral_ids[k] = corral_ids[k + 1]
-                    for t in range(dim):
-                        corral[k, t] = corral[k + 1, t]
-                kept -= 1
-            size = kept
-            total = 0.0
-            for k in range(size):
-                total += weights[k]
-            for k in range(size):
-                weights[k] /= total
-            if size == 1:
-                weights[0] = 1.0
-                break
+        size, independent = _minor_cycle(corral, corral_ids, weights, size + 1)
         if not independent:
             break
         for t in range(dim):
@@ -225,6 +263,63 @@ def min_norm_point(points, origin_key, candidates, n, ray, low, max_major):
             for t in range(dim):
                 x[t] += weights[k] * corral[k, t]
     return x, corral_ids[:size].copy(), weights[:size].copy(), stalled
+
+
+@jit
+def _allocate_decisions(b, dim):
+    return (np.empty(b, dtype=np.int8), np.empty(b), np.full(b, -np.inf), np.zeros((b, dim)),
+            np.full((b, dim + 2), -1, dtype=np.intp), np.zeros((b, dim + 2)), np.full(b, -1, dtype=np.intp))
+
+
+@jit
+def _decide_key(points, key, candidates, n, ray, low, high, max_major, row, out):
+    """Decide one key and write its outcome into slot `row` of the output arrays `out`."""
+    status, distance, margin, direction, support, weights, violator = out
+    dim = points.shape[1]
+    total = n * 2 if ray > 0 else n
+    key_ray = key + n if ray > 0 else -1
+    x, ids, w, stalled = min_norm_point(points, key, candidates, n, ray, low, max_major)
+    for k in range(ids.shape[0]):
+        support[row, k] = ids[k]
+        weights[row, k] = w[k]
+    norm = np.sqrt(np.dot(x, x))
+    distance[row] = norm
+    if norm <= low:
+        status[row] = UNSELECTABLE
+        return
+    if stalled:
+        status[row] = STALLED
+        return
+    # witness q = -x / |x|: margin over point c is q.(p_key - p_c) = (x.p_c - x.p_key) / |x|
+    key_dot = np.dot(points[key], x)
+    worst = np.inf
+    worst_at = -1
+    for c in range(total):
+        if c == key or c == key_ray:
+            continue
+        value = _candidate_dot(points, c, n, ray, x) - key_dot
+        if value < worst:
+            worst = value
+            worst_at = c
+    margin[row] = worst / norm
+    for t in range(dim):
+        direction[row, t] = -x[t] / norm
+    if margin[row] > high:
+        status[row] = SELECTABLE
+    elif worst >= norm * norm * (1.0 - 1e-9) - 1e-15:
+        status[row] = CONVERGED
+    else:
+        status[row] = NEED_POINT
+        violator[row] = worst_at
+
+
+@jit
+def distance_to_hull_serial(points, keys, candidates, n, ray, low, high, max_major):
+    """Serial twin of :func:`distance_to_hull_batch`, for small batches (no thread start-up cost)."""
+    out = _allocate_decisions(keys.shape[0], points.shape[1])
+    for row in range(keys.shape[0]):
+        _decide_key(points, keys[row], candidates, n, ray, low, high, max_major, row, out)
+    return out
 
 
 @parallel_jit
@@ -236,6 +331,7 @@ def distance_to_hull_batch(points, keys, candidates, n, ray, low, high, max_majo
     key from the candidates; a scan over *all* points gives the key's true margin for ``q``: above `high`
     it is certainly selectable; if no point violates the separation the distance is exact (status
     CONVERGED); else the most violating point is reported so the caller can add it to the candidates.
+    Keys are processed in parallel; each key's result is independent of the others and of the threads.
 
     Returns
     -------
@@ -253,50 +349,7 @@ def distance_to_hull_batch(points, keys, candidates, n, ray, low, high, max_majo
     violator : ndarray of intp, shape (b,)
         The point to add for status NEED_POINT, else -1.
     """
-    b = keys.shape[0]
-    dim = points.shape[1]
-    status = np.empty(b, dtype=np.int8)
-    distance = np.empty(b)
-    margin = np.full(b, -np.inf)
-    direction = np.zeros((b, dim))
-    support = np.full((b, dim + 2), -1, dtype=np.intp)
-    weights = np.zeros((b, dim + 2))
-    violator = np.full(b, -1, dtype=np.intp)
-    total = n * 2 if ray > 0 else n
-    for row in prange(b):
-        key = keys[row]
-        key_ray = key + n if ray > 0 else -1
-        x, ids, w, stalled = min_norm_point(points, key, candidates, n, ray, low, max_major)
-        for k in range(ids.shape[0]):
-            support[row, k] = ids[k]
-            weights[row, k] = w[k]
-        norm = np.sqrt(np.dot(x, x))
-        distance[row] = norm
-        if norm <= low:
-            status[row] = UNSELECTABLE
-            continue
-        if stalled:
-            status[row] = STALLED
-            continue
-        # witness q = -x / |x|: margin over point c is q.(p_key - p_c) = (x.p_c - x.p_key) / |x|
-        key_dot = np.dot(points[key], x)
-        worst = np.inf
-        worst_at = -1
-        for c in range(total):
-            if c == key or c == key_ray:
-                continue
-            value = _candidate_dot(points, c, n, ray, x) - key_dot
-            if value < worst:
-                worst = value
-                worst_at = c
-        margin[row] = worst / norm
-        for t in range(dim):
-            direction[row, t] = -x[t] / norm
-        if margin[row] > high:
-            status[row] = SELECTABLE
-        elif worst >= norm * norm * (1.0 - 1e-9) - 1e-15:
-            status[row] = CONVERGED
-        else:
-            status[row] = NEED_POINT
-            violator[row] = worst_at
-    return status, distance, margin, direction, support, weights, violator
+    out = _allocate_decisions(keys.shape[0], points.shape[1])
+    for row in prange(keys.shape[0]):
+        _decide_key(points, keys[row], candidates, n, ray, low, high, max_major, row, out)
+    return out

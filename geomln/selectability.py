@@ -158,8 +158,7 @@ def _witness_scan(lifted, n, bias_weight):
     """Score every key against the direction of every key; return each key's best certified margin.
 
     Direction ``i`` is the key's own normalized coordinates (with weight `bias_weight` on the bias
-    coordinate); the strict argmax of every direction is a vertex, certified by that direction.
-    """
+    coordinate); the strict argmax of every direction is a vertex, certified by that direction.    """
     directions = lifted.copy()
     if bias_weight:
         directions[:, -1] = bias_weight
