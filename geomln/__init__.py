@@ -18,6 +18,7 @@ from .errors import DataFileError, GeomlnError, GeomlnWarning, InputError
 from .io import load_array
 from .keyfile import KeyArray, load_keys, save_keys
 from .layernorm import factorized_layer_norm, layer_norm, project, rms_norm, scale
+from .theory import expected_vertices_gaussian, unselectable_fraction_gaussian
 
 __all__ = [
     "__version__",
@@ -39,6 +40,9 @@ __all__ = [
     "load_keys",
     "save_keys",
     "KeyArray",
+    # Gaussian theory
+    "expected_vertices_gaussian",
+    "unselectable_fraction_gaussian",
     # errors
     "GeomlnError",
     "InputError",

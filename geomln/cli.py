@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "angles": ("angles", "angles of a matrix's rows to 1 and to their fitted hyperplane"),
     "experiment": ("experiment", "reproduce the paper's experiments on CPU (needs the torch extra)"),
     "capture": ("capture", "record keys, queries and hidden states of a local model (needs the torch extra)"),
+    "theory": ("theory", "exact expected unselectable fraction of Gaussian keys over a grid of (n, d)"),
 }
 
 
