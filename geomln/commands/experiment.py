@@ -57,7 +57,9 @@ def add_args(parser):
         help="tiny GPT-2-style LM with/without scaling (Tables 1, 2, Figure 4)",
         description="Train both LMs on a text corpus, then measure unselectable keys.",
     )
-    lm.add_argument("--corpus", required=True, help="plain UTF-8 text file (last 10%% held out)")
+    lm.add_argument(
+        "--corpus", help="plain UTF-8 text file, last 10%% held out (required unless --tables-only)"
+    )
     lm.add_argument("--out", required=True, help="output directory (created if needed)")
     lm.add_argument("--steps", type=int, default=1000, help="optimizer steps per model (default 1000)")
     lm.add_argument("--seed", type=int, default=0)
@@ -84,6 +86,11 @@ def add_args(parser):
         action="store_true",
         help="train every window at positions 0..block-1 (default: a random offset per batch, so that all "
         "positions up to the held-out length are trained)",
+    )
+    lm.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="skip training; recompute the tables from the keys_*.npz files already in --out",
     )
     lm.add_argument("--tol", type=float, default=None, help="tolerance passed to geomln.selectable_keys")
     _common(lm)
@@ -196,6 +203,14 @@ def _run_lm(args):
     from ..experiments import lm
 
     out = ensure_directory(args.out)
+    if not args.tables_only:
+        if args.corpus is None:
+            raise GeomlnError("`--corpus` is required unless --tables-only is given")
+        _train_lms(args, torch, lm, out)
+    return _lm_tables(args, torch, lm, out)
+
+
+def _train_lms(args, torch, lm, out):
     started, start = _now(), time.perf_counter()
     text = lm.load_corpus(args.corpus)
     split = int(len(text) * 0.9)
@@ -204,7 +219,7 @@ def _run_lm(args):
     with atomic_output(out / "tokenizer.json") as stream:
         stream.write(tokenizer.to_json())
     sequences = lm.eval_windows(test_tokens, n_sequences=args.eval_sequences, length=args.eval_length)
-    runs, keys, tables = [], {}, {}
+    runs = []
     for scaling in (False, True):
         run = lm.train_lm(
             train_tokens,
@@ -223,11 +238,9 @@ def _run_lm(args):
             progress=not args.no_progress,
         )
         runs.append(run)
-        name = "scaling" if scaling else "no_scaling"
         before, after = lm.collect_keys(run.model, sequences)
-        keys[name] = (before, after)
         lm.save_keys_npz(
-            out / f"keys_{name}.npz",
+            out / f"keys_{'scaling' if scaling else 'no_scaling'}.npz",
             {"keys": after, "ln_input": before},
             {
                 "model": f"TinyGPT d=8 L=4 H=4 ln_1 {'projection+scaling' if scaling else 'projection only'}",
@@ -248,11 +261,43 @@ def _run_lm(args):
     ]
     _write_csv(out / "losses.csv", ("model", "step", "train_loss", "test_loss"), rows)
     lm.plot_lm_losses(runs, out / "losses.png")
-    progress = not args.no_progress
-    for name, (before, after) in keys.items():
+    report = {
+        "final_test_loss": {
+            ("w/ scaling" if r.scaling else "w/o scaling"): float(r.test_loss[-1]) for r in runs
+        },
+        "training_wall_time_s": {
+            ("w/ scaling" if r.scaling else "w/o scaling"): round(r.wall_time, 1) for r in runs
+        },
+        "tokens": {
+            "train": int(train_tokens.size),
+            "test": int(test_tokens.size),
+            "vocab_size": int(tokenizer.vocab_size),
+            "tokenizer": tokenizer.kind,
+        },
+        "eval": {"sequences": args.eval_sequences, "length": args.eval_length},
+        "provenance": _provenance(args, torch, started, time.perf_counter() - start),
+    }
+    with atomic_output(out / "training.json") as stream:
+        stream.write(dumps_json(report))
+    for name, value in report["final_test_loss"].items():
+        print(f"{name}: final test loss {value:.4f} nats/token")
+
+
+def _lm_tables(args, torch, lm, out):
+    started, start = _now(), time.perf_counter()
+    tables = {}
+    for name in ("no_scaling", "scaling"):
+        path = out / f"keys_{name}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                after, before = archive["keys"], archive["ln_input"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise GeomlnError(
+                f"`--out`: cannot read {str(path)!r} ({exc}); train first (without --tables-only)"
+            ) from None
         tables[name] = {
-            "after_ln": lm.unselectable_fractions(after, tol=args.tol, progress=progress),
-            "before_ln": lm.unselectable_fractions(before, tol=args.tol, progress=progress),
+            "after_ln": lm.unselectable_fractions(after, tol=args.tol, progress=not args.no_progress),
+            "before_ln": lm.unselectable_fractions(before, tol=args.tol, progress=not args.no_progress),
         }
     percent = {
         name: {part: (100 * f.mean(axis=1)).round(2).tolist() for part, f in t.items()}
@@ -273,19 +318,7 @@ def _run_lm(args):
         },
         "w/o scaling model, before its ln_1 (%)": percent["no_scaling"]["before_ln"],
         "per_sequence_fraction": {n: {p: f.tolist() for p, f in t.items()} for n, t in tables.items()},
-        "final_test_loss": {
-            ("w/ scaling" if r.scaling else "w/o scaling"): float(r.test_loss[-1]) for r in runs
-        },
-        "training_wall_time_s": {
-            ("w/ scaling" if r.scaling else "w/o scaling"): round(r.wall_time, 1) for r in runs
-        },
-        "tokens": {
-            "train": int(train_tokens.size),
-            "test": int(test_tokens.size),
-            "vocab_size": int(tokenizer.vocab_size),
-            "tokenizer": tokenizer.kind,
-        },
-        "eval": {"sequences": args.eval_sequences, "length": args.eval_length},
+        "tol": args.tol,
         "provenance": _provenance(args, torch, started, time.perf_counter() - start),
     }
     with atomic_output(out / "tables.json") as stream:
