@@ -1,0 +1,645 @@
+"""Monte Carlo estimates of how many random keys are unselectable, over a grid of (n, d).
+
+A key is unselectable when no query gives it the strictly highest attention score, i.e. when it lies
+in the convex hull of the other keys (Brody, Alon & Yahav 2023). Each cell of the grid draws `trials`
+sets of `n` keys in ``R^d``, optionally normalizes them, and decides every key exactly with
+:func:`geomln.selectable_keys`.
+"""
+
+import hashlib
+import multiprocessing
+import os
+import pickle
+import platform
+import sys
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import _montecarlo_cells as cells
+from ._files import atomic_output
+from ._montecarlo_store import (
+    COLUMNS,
+    Checkpoint,
+    MonteCarloRow,
+    cell_key,
+    csv_text,
+    json_text,
+    read_csv,
+    read_json,
+    row_json,
+)
+from ._validation import as_choice, as_points, as_positive_int
+from ._version import __version__
+from .errors import GeomlnWarning, InputError
+from .theory import unselectable_fraction_gaussian
+
+__all__ = ["MonteCarloResult", "MonteCarloRow", "estimate_unselectable", "DISTRIBUTIONS", "NORMALIZATIONS"]
+
+DISTRIBUTIONS = cells.DISTRIBUTIONS
+NORMALIZATIONS = cells.NORMALIZATIONS
+METRICS = ("any_unselectable", "fraction")
+_SPHERE_VALUED = ("scaling", "layernorm", "rmsnorm")
+
+
+@dataclass(frozen=True)
+class MonteCarloResult:
+    """A tidy table with one row per (n, d, distribution, normalization) cell, and its provenance.
+
+    Iterating yields :class:`MonteCarloRow` named tuples (no pandas needed); :meth:`column` gives one
+    column as an array and :meth:`pivot` an (n, d) grid for heatmaps.
+
+    Attributes
+    ----------
+    rows : tuple of MonteCarloRow
+        Sorted by distribution and normalization (in the order requested), then n, then d.
+    provenance : dict
+        geomln, NumPy and numba versions, platform, the arguments (with the seed's entropy), the
+        seeding scheme and timings (total, warm-up, cells computed and resumed, workers used).
+    complete : bool
+        False for a partial table (an interrupted run's checkpoint).
+
+    Examples
+    --------
+    >>> import geomln
+    >>> result = geomln.estimate_unselectable([8, 12], 2, trials=20, seed=1, workers=1, progress=False)
+    >>> len(result), result.columns[:4]
+    (2, ('n', 'd', 'distribution', 'normalization'))
+    >>> [(row.n, row.trials) for row in result]
+    [(8, 20), (12, 20)]
+    >>> bool(result.rows[1].fraction_low <= result.rows[1].theory_fraction <= result.rows[1].fraction_high)
+    True
+    """
+
+    rows: tuple
+    provenance: dict = field(repr=False)
+    complete: bool = True
+
+    columns = COLUMNS
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def column(self, name):
+        """One column as an array (int for n, d and trials, str for the labels, float otherwise).
+
+        Raises
+        ------
+        InputError
+            If `name` is not a column; the message lists the columns.
+        """
+        as_choice(name, "name", COLUMNS)
+        values = [getattr(row, name) for row in self.rows]
+        if name in ("n", "d", "trials"):
+            return np.array(values, dtype=np.int64)
+        if name in ("distribution", "normalization"):
+            return np.array(values, dtype=str)
+        return np.array(values, dtype=np.float64)
+
+    def labels(self, name):
+        """Return the distinct values of column ``"distribution"`` or ``"normalization"`` in table order."""
+        as_choice(name, "name", ("distribution", "normalization"))
+        return list(dict.fromkeys(getattr(row, name) for row in self.rows))
+
+    def pivot(self, metric="any_unselectable", *, distribution=None, normalization=None):
+        """Values of `metric` on the grid of this table's n (rows) and d (columns).
+
+        Parameters
+        ----------
+        metric : str
+            Any float column, e.g. ``"any_unselectable"``, ``"fraction"`` or ``"theory_fraction"``.
+        distribution, normalization : str, optional
+            Which part of the table; may be omitted when the table holds only one.
+
+        Returns
+        -------
+        ns : ndarray of int, shape (a,)
+        ds : ndarray of int, shape (b,)
+        values : ndarray of float, shape (a, b)
+            NaN where the table has no such cell.
+
+        Raises
+        ------
+        InputError
+            If `metric` is not a float column, or a label is missing or ambiguous (listing the choices).
+        """
+        as_choice(
+            metric, "metric", [c for c in COLUMNS if c not in ("n", "d", "distribution", "normalization")]
+        )
+        chosen = self._select(distribution, normalization)
+        ns = np.array(sorted({row.n for row in chosen}), dtype=np.int64)
+        ds = np.array(sorted({row.d for row in chosen}), dtype=np.int64)
+        values = np.full((ns.size, ds.size), np.nan)
+        for row in chosen:
+            values[np.searchsorted(ns, row.n), np.searchsorted(ds, row.d)] = getattr(row, metric)
+        return ns, ds, values
+
+    def _select(self, distribution, normalization):
+        """Rows of one distribution and one normalization (each may be omitted when unique)."""
+        picked = {}
+        for name, value in (("distribution", distribution), ("normalization", normalization)):
+            present = self.labels(name)
+            if value is None:
+                if len(present) != 1:
+                    raise InputError(
+                        f"`{name}` must be given: the table holds {len(present)} of them "
+                        f"({', '.join(map(repr, present))})"
+                    )
+                value = present[0]
+            picked[name] = as_choice(value, name, present)
+        return [
+            row
+            for row in self.rows
+            if row.distribution == picked["distribution"] and row.normalization == picked["normalization"]
+        ]
+
+    def to_csv(self, path=None):
+        """Write the table as CSV (atomically) to `path`, or return it as a string when `path` is None."""
+        text = csv_text(self.rows)
+        return _write(text, path)
+
+    def to_json(self, path=None):
+        """Write the table and its provenance as JSON (atomically) to `path`, or return the string."""
+        text = json_text([row_json(row) for row in self.rows], self.provenance, self.complete)
+        return _write(text, path)
+
+    @classmethod
+    def from_json(cls, path):
+        """Read a table written by :meth:`to_json` (or a run's checkpoint).
+
+        Raises
+        ------
+        DataFileError
+            If the file is missing, unreadable or not a geomln Monte Carlo result.
+        """
+        rows, provenance, complete = read_json(path)
+        return cls(rows, provenance, complete)
+
+    @classmethod
+    def from_csv(cls, path):
+        """Read a table written by :meth:`to_csv` (its provenance is not part of the CSV).
+
+        Raises
+        ------
+        DataFileError
+            If the file is missing, unreadable or lacks a column.
+        """
+        return cls(read_csv(path), {}, True)
+
+
+def _write(text, path):
+    if path is None:
+        return text
+    with atomic_output(path) as stream:
+        stream.write(text)
+    return None
+
+
+def _as_count_list(value, name):
+    """Return an int, a range or a sequence of ints (each >= 1) as a sorted list of distinct ints."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(
+            f"`{name}` must be an int, a range or a list of ints; got a string {value!r} "
+            "(the command line parses '3:60'; in Python use range(3, 61))"
+        )
+    items = (
+        [value]
+        if np.ndim(value) == 0
+        else list(np.asarray(value).ravel())
+        if isinstance(value, np.ndarray)
+        else list(value)
+    )
+    if not items:
+        raise InputError(f"`{name}` must hold at least one value; got an empty {type(value).__name__}")
+    return sorted(
+        {as_positive_int(item.item() if isinstance(item, np.generic) else item, name) for item in items}
+    )
+
+
+def _label(sampler):
+    return (
+        getattr(sampler, "__qualname__", None) or getattr(sampler, "__name__", None) or type(sampler).__name__
+    )
+
+
+def _resolve_distributions(distribution, keys):
+    """Label -> sampler kind for the context, and label -> description for the provenance."""
+    items = list(distribution) if isinstance(distribution, (list, tuple)) else [distribution]
+    if not items:
+        raise InputError("`distribution` must name at least one distribution")
+    samplers, described = {}, {}
+    for item in items:
+        if callable(item):
+            label = _label(item)
+            kind, info = item, {"kind": "callable", "name": f"{getattr(item, '__module__', '?')}.{label}"}
+        else:
+            if not isinstance(item, str):
+                raise TypeError(
+                    f"`distribution` must be a name or a callable sampler(rng, n, d); "
+                    f"got {type(item).__name__} {item!r}"
+                )
+            try:
+                label = as_choice(item, "distribution", DISTRIBUTIONS)
+            except InputError as exc:
+                raise InputError(f"{exc} (or pass a callable sampler(rng, n, d))") from None
+            if label == "from_keys":
+                pool, info = _key_pool(keys)
+                kind = ("from_keys", pool)
+            else:
+                kind, info = label, {"kind": "builtin"}
+        if label in samplers:
+            raise InputError(f"`distribution` lists {label!r} twice; give each distribution once")
+        samplers[label], described[label] = kind, info
+    if keys is not None and "from_keys" not in samplers:
+        raise InputError("`keys` is only used by distribution='from_keys'; add it or drop `keys`")
+    return samplers, described
+
+
+def _key_pool(keys):
+    """Return the (m, d) matrix that 'from_keys' draws rows from, with a description for the provenance."""
+    if keys is None:
+        raise InputError(
+            "distribution 'from_keys' needs `keys`: an (m, d) key matrix or the path of a saved one"
+        )
+    source = "array"
+    if isinstance(keys, (str, Path)):
+        from .keyfile import load_keys
+
+        source = str(keys)
+        keys = load_keys(keys).values
+    elif hasattr(keys, "values") and hasattr(keys, "axes"):  # a KeyArray
+        keys = keys.values
+    matrix = _pool_matrix(keys)
+    info = {
+        "kind": "from_keys",
+        "source": source,
+        "shape": list(matrix.shape),
+        "sha256": hashlib.sha256(matrix.tobytes()).hexdigest(),
+    }
+    return matrix, info
+
+
+def _pool_matrix(keys):
+    """`keys` as a finite (m, d) float64 matrix, with a hint for stacked key files."""
+    array = np.asarray(keys) if not isinstance(keys, np.ndarray) else keys
+    if array.ndim > 2:
+        raise InputError(
+            f"`keys` must be one (m, d) key matrix for 'from_keys'; got shape {array.shape}. "
+            "Pick one layer/head first (KeyArray.select or array indexing)"
+        )
+    return as_points(array, "keys")
+
+
+def _theory(label, normalization, n, d):
+    """Return the exact expected fraction where it is known, else NaN."""
+    if label not in ("gaussian", "uniform_cube", "uniform_ball", "sphere"):
+        return float("nan")
+    on_sphere = normalization in _SPHERE_VALUED or (label == "sphere" and normalization == "none")
+    sphere_dim = d - 2 if normalization == "layernorm" else d - 1
+    if on_sphere:
+        # distinct points on a sphere of dimension >= 1 are all vertices; on S^0 keys collide
+        return 0.0 if sphere_dim >= 1 else float("nan")
+    if label == "gaussian" and normalization == "none":
+        return float(unselectable_fraction_gaussian(n, d))
+    if label == "gaussian" and normalization == "projection" and d >= 2:
+        # the projection of N(0, I_d) onto the hyperplane orthogonal to 1 is N(0, I_{d-1}) in that hyperplane
+        return float(unselectable_fraction_gaussian(n, d - 1))
+    return float("nan")
+
+
+def _row(label, normalization, n, d, counts, seconds):
+    trials = counts.size
+    hits = int(np.count_nonzero(counts))
+    any_low, any_high = cells.wilson_interval(hits, trials)
+    fraction, sd, low, high = cells.mean_interval(counts / n, any_high)
+    return MonteCarloRow(
+        n,
+        d,
+        label,
+        normalization,
+        trials,
+        fraction,
+        sd,
+        low,
+        high,
+        hits / trials,
+        any_low,
+        any_high,
+        float(n - counts.mean()),
+        _theory(label, normalization, n, d),
+        float(seconds),
+    )
+
+
+def _check_sampler(label, sampler, n, d):
+    """Call a user sampler once (with its own stream) so a wrong shape or NaN fails before any work starts."""
+    cells.sample(sampler, np.random.default_rng(cells.cell_seed(0, "check:" + label, n, d)), n, d)
+
+
+def _start_method():
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _provenance(ns, ds, trials, labels, normalizations, seed, entropy, workers, described):
+    import numba
+    import scipy
+
+    return {
+        "geomln_version": __version__,
+        "numpy_version": np.__version__,
+        "scipy_version": scipy.__version__,
+        "numba_version": numba.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "arguments": {
+            "n": ns,
+            "d": ds,
+            "trials": trials,
+            "distribution": labels,
+            "normalization": list(normalizations),
+            "seed": seed,
+            "workers": workers,
+        },
+        "entropy": str(entropy),
+        "distributions": described,
+        "engine": "geomln.selectable_keys with the default tolerance (1e-9 relative to the data radius)",
+        "seeding": "cell (distribution, n, d) uses "
+        "SeedSequence(entropy, spawn_key=(crc32(distribution), n, d)); "
+        "its normalizations share the raw keys",
+        "timings": {},
+    }
+
+
+def _load_resumable(path, trials, entropy, described):
+    """Finished rows of a compatible checkpoint at `path` (none if there is no file)."""
+    if path is None or not Path(path).exists():
+        return ()
+    rows, provenance, _ = read_json(path)
+    old = provenance.get("arguments", {})
+    mismatches = []
+    if old.get("trials") != trials:
+        mismatches.append(f"trials {old.get('trials')} (now {trials})")
+    if provenance.get("entropy") != str(entropy):
+        mismatches.append(f"seed {old.get('seed')} (now a different seed)")
+    for label, info in described.items():
+        before = provenance.get("distributions", {}).get(label)
+        if before is not None and before != info:
+            mismatches.append(f"distribution {label!r} defined differently")
+    if mismatches:
+        raise InputError(
+            f"`checkpoint` {str(path)!r} was made with {', '.join(mismatches)}; use the same "
+            "arguments to resume, or another path (or resume=False) to start afresh"
+        )
+    return rows
+
+
+def estimate_unselectable(
+    n,
+    d,
+    *,
+    trials=100,
+    distribution="gaussian",
+    normalization="none",
+    seed=0,
+    workers=None,
+    progress=True,
+    keys=None,
+    checkpoint=None,
+    resume=False,
+):
+    """Estimate by Monte Carlo how many of `n` random keys in ``R^d`` are unselectable, over a grid of (n, d).
+
+    Parameters
+    ----------
+    n, d : int, range or sequence of int
+        Numbers of keys and dimensions (each >= 1); every combination is a cell.
+    trials : int, default 100
+        Key sets per cell.
+    distribution : str, callable, or a list of them, default "gaussian"
+        ``"gaussian"`` (iid standard normal, as in the paper), ``"uniform_cube"`` ([-1, 1]^d),
+        ``"uniform_ball"`` (unit ball), ``"sphere"`` (unit sphere), ``"from_keys"`` (`n` distinct rows
+        drawn from `keys`), or a callable ``sampler(rng, n, d)`` returning an (n, d) array from the
+        numpy Generator `rng` (module-level, so that worker processes can import it).
+    normalization : str or list of str, default "none"
+        Applied to every key set after sampling: ``"none"``, ``"projection"`` (subtract each key's
+        mean), ``"scaling"`` (rescale to norm ``sqrt(d)``), ``"layernorm"`` (projection then scaling) or
+        ``"rmsnorm"`` (scaling without projection). ``eps = 0`` and no gain: the exact geometry.
+    seed : int or None, default 0
+        Root of the random streams; None draws fresh entropy (recorded in the provenance).
+    workers : int, optional
+        Processes for the cells; None uses ``os.cpu_count()``, 1 runs in this process.
+    progress : bool, default True
+        Show a tqdm progress bar on stderr for runs longer than a second.
+    keys : array_like of shape (m, d), KeyArray or path, optional
+        The key matrix for ``"from_keys"`` (any file :func:`geomln.load_keys` reads).
+    checkpoint : str or Path, optional
+        JSON file rewritten atomically after every finished cell (the same format as
+        :meth:`MonteCarloResult.to_json`), so an interrupted run leaves a valid partial table.
+    resume : bool, default False
+        Reuse the finished cells of an existing `checkpoint` made with the same trials, seed and
+        distributions; only the missing cells are computed.
+
+    Returns
+    -------
+    MonteCarloResult
+        One row per (n, d, distribution, normalization) cell; see :class:`MonteCarloRow` for the columns.
+
+    Raises
+    ------
+    InputError
+        A value below 1, an unknown distribution or normalization (listing the choices), ``"layernorm"``
+        or ``"projection"`` with ``d = 1``, a sampler returning the wrong shape or non-finite values,
+        `keys` of the wrong shape or with fewer rows than the largest `n` or a dimension other than `d`,
+        or a `checkpoint` made with other arguments.
+    DataFileError
+        An unreadable `keys` file or checkpoint, or a checkpoint that cannot be written.
+    TypeError
+        Arguments of the wrong kind.
+
+    See Also
+    --------
+    unselectable_fraction_gaussian : the exact expectation for Gaussian keys.
+    geomln.plotting.plot_unselectable_heatmap : the paper's Figure 1c/1d from a result.
+
+    Notes
+    -----
+    Every cell (distribution, n, d) draws from its own stream, the child of ``SeedSequence(seed)``
+    with spawn key ``(crc32(distribution), n, d)``; its normalizations see the same raw keys. Tables
+    are therefore bit-identical (except the ``seconds`` column) for any `workers`, any order of `n`
+    and `d`, and across resumed runs. Workers are separate processes (forkserver or spawn); each loads
+    the compiled engine once. The paper's Figure 1c is the ``any_unselectable`` column of Gaussian
+    keys for n = 3..60 and d = 3..15; with ``"layernorm"`` (Figure 1d) every key is selectable, because
+    distinct points on a sphere are all vertices. That needs a sphere of dimension >= 1: ``d >= 3`` for
+    ``"layernorm"`` (keys lie on a (d-2)-sphere), ``d >= 2`` for ``"scaling"``, ``"rmsnorm"`` and
+    ``"sphere"``; below that the keys take only two values and repeated keys are unselectable.
+
+    Examples
+    --------
+    >>> import geomln
+    >>> result = geomln.estimate_unselectable(
+    ...     range(5, 8), [3, 4], trials=10, normalization=["none", "layernorm"], workers=1, progress=False
+    ... )
+    >>> len(result)
+    12
+    >>> result.pivot("any_unselectable", normalization="layernorm")[2].max()
+    np.float64(0.0)
+    """
+    ns = _as_count_list(n, "n")
+    ds = _as_count_list(d, "d")
+    trials = as_positive_int(trials, "trials")
+    norms = [normalization] if isinstance(normalization, str) else list(normalization)
+    if not norms:
+        raise InputError("`normalization` must name at least one normalization")
+    for norm in norms:
+        as_choice(norm, "normalization", NORMALIZATIONS)
+    if len(set(norms)) != len(norms):
+        raise InputError(f"`normalization` lists a value twice: {norms}")
+    if ds[0] == 1 and ({"projection", "layernorm"} & set(norms)):
+        raise InputError(
+            "`normalization` 'projection' and 'layernorm' need d >= 2 (the projection of a "
+            "1-D key is 0); got d = 1 in `d`"
+        )
+    if seed is not None:
+        seed = as_positive_int(seed, "seed", minimum=0)
+    entropy = np.random.SeedSequence(seed).entropy
+    if workers is not None:
+        workers = as_positive_int(workers, "workers")
+    if resume and checkpoint is None:
+        raise InputError("`resume` needs a `checkpoint` path to resume from")
+    samplers, described = _resolve_distributions(distribution, keys)
+    for label, kind in samplers.items():
+        if isinstance(kind, tuple):
+            pool = kind[1]
+            if ds != [pool.shape[1]]:
+                raise InputError(
+                    f"`d` must be [{pool.shape[1]}] for 'from_keys' (the rows of `keys` are "
+                    f"{pool.shape[1]}-dimensional); got {ds}"
+                )
+            if ns[-1] > pool.shape[0]:
+                raise InputError(
+                    f"`n` must be at most {pool.shape[0]} for 'from_keys' (the rows of `keys`); got {ns[-1]}"
+                )
+        elif callable(kind):
+            _check_sampler(label, kind, ns[0], ds[0])
+    labels = list(samplers)
+    label_rank = {label: i for i, label in enumerate(labels)}
+    norm_rank = {norm: i for i, norm in enumerate(norms)}
+
+    def order(key):
+        return (label_rank[key[0]], norm_rank[key[1]], key[2], key[3])
+
+    provenance = _provenance(ns, ds, trials, labels, norms, seed, entropy, workers, described)
+    done = {}
+    if resume:
+        done = {cell_key(row): row for row in _load_resumable(checkpoint, trials, entropy, described)}
+    wanted = [(label, n_, d_) for label in labels for n_ in ns for d_ in ds]
+    tasks = []
+    for label, n_, d_ in wanted:
+        missing = tuple(norm for norm in norms if (label, norm, n_, d_) not in done)
+        if missing:
+            tasks.append((label, n_, d_, missing))
+    store = Checkpoint(checkpoint, provenance, order)
+    store.add(
+        [
+            row
+            for key, row in done.items()
+            if key[0] in samplers and key[1] in norms and key[2] in ns and key[3] in ds
+        ],
+        save=False,
+    )
+    reused = len(store.rows)
+    context = cells.Context(trials, entropy, samplers, tuple(norms))
+    workers_used = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
+    if workers_used > 1 and any(callable(kind) for kind in samplers.values()):
+        try:
+            pickle.dumps(context)
+        except Exception:  # noqa: BLE001 - any pickling failure means: run here instead
+            warnings.warn(
+                "the sampler cannot be sent to worker processes (define it at module level); "
+                "running in this process",
+                GeomlnWarning,
+                stacklevel=2,
+            )
+            workers_used = 1
+    existed = checkpoint is not None and Path(checkpoint).exists()
+    start = time.perf_counter()
+    warm = 0.0
+    try:
+        with _progress_bar(progress, len(tasks) * len(norms), reused) as bar:
+            if workers_used == 1:
+                warm = cells.warmup()
+                for label, n_, d_, missing in tasks:
+                    outcome = cells.run_cell(context, label, n_, d_, missing)
+                    store.add([_row(label, norm, n_, d_, *outcome[norm]) for norm in missing])
+                    bar.update(len(missing))
+            else:
+                warm = _run_pool(context, tasks, workers_used, store, bar)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        if store.written and not (resume and existed):
+            Path(checkpoint).unlink(missing_ok=True)
+        raise
+    timings = {
+        "total_seconds": time.perf_counter() - start,
+        "warmup_seconds": warm,
+        "cells_computed": len(store.rows) - reused,
+        "cells_resumed": reused,
+        "workers_used": workers_used,
+    }
+    provenance["timings"] = timings
+    rows = tuple(store.rows[key] for key in sorted(store.rows, key=order))
+    store.save(complete=True)
+    return MonteCarloResult(rows, provenance, True)
+
+
+def _run_pool(context, tasks, workers, store, bar):
+    """Run `tasks` on a process pool, most expensive first; return the summed warm-up seconds."""
+    warm = 0.0
+    ordered = sorted(tasks, key=lambda task: -task[1] * len(task[3]))
+    executor = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(_start_method()),
+        initializer=cells.init_worker,
+        initargs=(context,),
+    )
+    try:
+        pending = {executor.submit(cells.run_cell_in_worker, *task): task for task in ordered}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                label, n_, d_, missing = pending.pop(future)
+                outcome, seconds = future.result()
+                warm += seconds
+                store.add([_row(label, norm, n_, d_, *outcome[norm]) for norm in missing])
+                bar.update(len(missing))
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
+    return warm
+
+
+def _progress_bar(enabled, total, initial):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total + initial,
+        initial=initial,
+        disable=not enabled,
+        file=sys.stderr,
+        delay=1.0,
+        unit="cell",
+        desc="geomln montecarlo",
+        dynamic_ncols=True,
+    )
