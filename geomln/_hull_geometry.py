@@ -118,17 +118,24 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
     support = [None] * count
     weights = [None] * count
     candidates = _seed_candidates(points, n, seeds)
+    sites = points[:n]
+    if ray > 0:
+        shifted = sites.copy()
+        shifted[:, -1] -= ray
+        sites = np.vstack([sites, shifted])
+    sites_t = np.ascontiguousarray(sites.T)
+    site_norm2 = (sites * sites).sum(axis=1)
     pending = np.arange(count)
     max_major = _MAX_MAJOR_PER_DIM * (dim + 2) + 100
     while pending.size:
-        work = pending.size * (candidates.size + n) * dim
+        work = pending.size * (candidates.size + sites.shape[0]) * dim
         kernel = kernels.distance_to_hull_batch if work > _PARALLEL_WORK else kernels.distance_to_hull_serial
-        result = kernel(points, keys[pending], candidates, n, ray, low, high, max_major)
+        result = kernel(points, keys[pending], n, ray > 0, candidates, np.ascontiguousarray(sites_t[:, candidates]),
+                        site_norm2[candidates], sites_t, low, high, max_major)
         st, dist, marg, direc, supp, wts, violator = result
         status[pending], distance[pending], margin[pending], direction[pending] = st, dist, marg, direc
-        for row, slot in enumerate(pending):
-            used = supp[row] >= 0
-            support[slot], weights[slot] = supp[row][used], wts[row][used]
+        for row, (slot, used) in enumerate(zip(pending, (supp >= 0).sum(axis=1))):
+            support[slot], weights[slot] = supp[row, :used], wts[row, :used]  # supports are packed at the front
         need = st == kernels.NEED_POINT
         candidates = np.union1d(candidates, violator[need])
         pending = pending[need]

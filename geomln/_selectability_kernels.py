@@ -58,85 +58,83 @@ def top_two(scores, row_keys, exclude_row_key):
 
 
 @jit
-def _candidate_dot(points, c, n, ray, x):
-    """Dot product of candidate `c` (real or virtual) with `x`."""
-    if c < n:
-        return np.dot(points[c], x)
-    return np.dot(points[c - n], x) - ray * x[x.shape[0] - 1]
+def _row_dot(matrix, row, x):
+    """``matrix[row] . x`` as a plain loop (numba's np.dot on short vectors pays a BLAS call each time)."""
+    total = 0.0
+    for t in range(x.shape[0]):
+        total += matrix[row, t] * x[t]
+    return total
 
 
 @jit
-def _candidate_into(points, c, n, ray, origin, out):
-    """Write candidate `c` minus `origin` into `out`."""
-    base = c if c < n else c - n
-    for t in range(out.shape[0]):
-        out[t] = points[base, t] - origin[t]
-    if c >= n:
-        out[out.shape[0] - 1] -= ray
+def _scores_into(columns, x, scores):
+    """``scores[k] = x . columns[:, k]``; the inner loop runs along contiguous memory and vectorises."""
+    count = columns.shape[1]
+    for k in range(count):
+        scores[k] = 0.0
+    for t in range(columns.shape[0]):
+        weight = x[t]
+        for k in range(count):
+            scores[k] += weight * columns[t, k]
 
 
 @jit
-def _affine_minimizer(corral, size):
+def _affine_minimizer(corral, size, q, r, alpha):
     """Weights (summing to 1) of the point of least norm in the affine hull of ``corral[:size]``.
 
     Solves ``min |p_0 + sum_k t_k (p_k - p_0)|`` by a modified Gram-Schmidt QR factorisation (with one
-    reorthogonalisation pass) of the differences. Returns the weights and whether the corral is affinely
-    independent (no difference is, relative to its length, within 1e-12 of the span of the earlier ones).
+    reorthogonalisation pass) of the differences, in the workspaces `q` (rows), `r` and `alpha`, which
+    receives the weights. Returns whether the corral is affinely independent (no difference is, relative
+    to its length, within 1e-12 of the span of the earlier ones).
     """
     dim = corral.shape[1]
-    alpha = np.zeros(size)
+    alpha[0] = 1.0
     if size == 1:
-        alpha[0] = 1.0
-        return alpha, True
+        return True
     columns = size - 1
-    q = np.empty((columns, dim))
-    r = np.zeros((columns, columns))
     for k in range(columns):
         length = 0.0
         for t in range(dim):
             q[k, t] = corral[k + 1, t] - corral[0, t]
             length += q[k, t] * q[k, t]
+        for j in range(k):
+            r[j, k] = 0.0
         for _ in range(2):
             for j in range(k):
-                projection = 0.0
-                for t in range(dim):
-                    projection += q[j, t] * q[k, t]
+                projection = _row_dot(q, j, q[k])
                 r[j, k] += projection
                 for t in range(dim):
                     q[k, t] -= projection * q[j, t]
-        norm = np.sqrt(np.dot(q[k], q[k]))
+        norm = np.sqrt(_row_dot(q, k, q[k]))
         if norm <= 1e-12 * np.sqrt(length) or norm == 0.0:
-            return alpha, False
+            return False
         r[k, k] = norm
         for t in range(dim):
             q[k, t] /= norm
-    # t = -R^{-1} Q^T p_0
-    rhs = np.empty(columns)
+    # t = -R^{-1} Q^T p_0, back-substituted in place in alpha[1:]
     for k in range(columns):
-        rhs[k] = -np.dot(q[k], corral[0])
-    solution = np.empty(columns)
-    for k in range(columns - 1, -1, -1):
-        value = rhs[k]
-        for j in range(k + 1, columns):
-            value -= r[k, j] * solution[j]
-        solution[k] = value / r[k, k]
+        alpha[k + 1] = -_row_dot(q, k, corral[0])
     total = 0.0
-    for k in range(columns):
-        alpha[k + 1] = solution[k]
-        total += solution[k]
+    for k in range(columns - 1, -1, -1):
+        value = alpha[k + 1]
+        for j in range(k + 1, columns):
+            value -= r[k, j] * alpha[j + 1]
+        alpha[k + 1] = value / r[k, k]
+        total += alpha[k + 1]
     alpha[0] = 1.0 - total
-    return alpha, True
+    return True
 
 
 @jit
-def _minor_cycle(corral, corral_ids, weights, size):
+def _minor_cycle(corral, corral_ids, weights, size, workspace):
     """Wolfe's minor cycle: move the weights towards the affine minimizer, dropping points that reach 0.
 
     Returns the new corral size and whether the corral stayed affinely independent.
     """
     dim = corral.shape[1]
+    q, r, alpha = workspace
     while True:
-        alpha, independent = _affine_minimizer(corral, size)
+        independent = _affine_minimizer(corral, size, q, r, alpha)
         if not independent:
             return size, False
         positive = True
@@ -182,66 +180,65 @@ def _minor_cycle(corral, corral_ids, weights, size):
 
 
 @jit
-def min_norm_point(points, origin_key, candidates, n, ray, low, max_major):
-    """Wolfe's algorithm: the point of ``conv(candidates) - points[origin_key]`` closest to the origin.
+def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, max_major):
+    """Wolfe's algorithm: the point of ``conv(candidates) - origin`` closest to the origin.
 
-    Candidates equal to `origin_key` (or its virtual copy) are skipped. Stops early once the distance is
-    <= `low`.
+    Candidates are the columns of `cand_t` (dim, m) with ids `cand_ids`; ids equal to `skip_a` or `skip_b`
+    (the key itself and its virtual copy) are skipped. `cand_norm2` holds the squared column norms. Stops
+    early once the distance is <= `low`.
 
     Returns
     -------
     x : ndarray, shape (dim,)
-        The nearest point (relative to the key).
+        The nearest point (relative to the origin).
     support : ndarray of intp, shape (k,)
-        Candidate indices with positive weight.
+        Candidate ids with positive weight.
     weights : ndarray, shape (k,)
         Their convex weights.
     stalled : bool
         True if the algorithm stopped on a numerical stall rather than optimality or `low`.
     """
-    dim = points.shape[1]
-    origin = points[origin_key]
-    origin_ray = origin_key + n if ray > 0 else -1  # the key's own virtual point is not "another key"
+    dim, count = cand_t.shape
     capacity = dim + 2
     corral = np.empty((capacity, dim))
     corral_ids = np.empty(capacity, dtype=np.intp)
     weights = np.empty(capacity)
-    relative = np.empty(dim)
+    workspace = (np.empty((capacity, dim)), np.empty((capacity, capacity)), np.empty(capacity))
+    scores = np.empty(count)
+    _scores_into(cand_t, origin, scores)
     best_norm = np.inf
-    for c in candidates:  # start from the nearest candidate
-        if c == origin_key or c == origin_ray:
+    first = -1
+    for k in range(count):  # start from the nearest candidate: |c - o|^2 - |o|^2 = |c|^2 - 2 c.o
+        if cand_ids[k] == skip_a or cand_ids[k] == skip_b:
             continue
-        _candidate_into(points, c, n, ray, origin, relative)
-        norm2 = np.dot(relative, relative)
+        norm2 = cand_norm2[k] - 2.0 * scores[k]
         if norm2 < best_norm:
             best_norm = norm2
-            corral_ids[0] = c
+            first = k
     size = 1
-    _candidate_into(points, corral_ids[0], n, ray, origin, corral[0])
+    corral_ids[0] = first
+    for t in range(dim):
+        corral[0, t] = cand_t[t, first] - origin[t]
     weights[0] = 1.0
-    x = np.zeros(dim)
-    for k in range(size):
-        for t in range(dim):
-            x[t] += weights[k] * corral[k, t]
+    x = corral[0].copy()
     stalled = True  # unless a stopping rule below is met within max_major iterations
     for _ in range(max_major):
-        norm2 = np.dot(x, x)
+        norm2 = (x * x).sum()
         if norm2 <= low * low:
             stalled = False
             break
-        origin_dot = np.dot(origin, x)
+        origin_dot = (origin * x).sum()
+        _scores_into(cand_t, x, scores)
         entering = -1
         smallest = np.inf
-        for c in candidates:
-            if c == origin_key or c == origin_ray:
-                continue
-            value = _candidate_dot(points, c, n, ray, x) - origin_dot
-            if value < smallest:
-                smallest = value
-                entering = c
+        for k in range(count):
+            if scores[k] < smallest and cand_ids[k] != skip_a and cand_ids[k] != skip_b:
+                smallest = scores[k]
+                entering = k
+        smallest -= origin_dot
         scale2 = 0.0
         for k in range(size):
-            scale2 = max(scale2, np.dot(corral[k], corral[k]))
+            scale2 = max(scale2, _row_dot(corral, k, corral[k]))
         if norm2 - smallest <= 1e-13 * max(scale2, 1e-300):
             stalled = False
             break  # optimal: no candidate lies beyond the supporting plane at x
@@ -252,9 +249,10 @@ def min_norm_point(points, origin_key, candidates, n, ray, low, max_major):
         if already or size == capacity:
             break
         corral_ids[size] = entering
-        _candidate_into(points, entering, n, ray, origin, corral[size])
+        for t in range(dim):
+            corral[size, t] = cand_t[t, entering] - origin[t]
         weights[size] = 0.0
-        size, independent = _minor_cycle(corral, corral_ids, weights, size + 1)
+        size, independent = _minor_cycle(corral, corral_ids, weights, size + 1, workspace)
         if not independent:
             break
         for t in range(dim):
@@ -262,7 +260,10 @@ def min_norm_point(points, origin_key, candidates, n, ray, low, max_major):
         for k in range(size):
             for t in range(dim):
                 x[t] += weights[k] * corral[k, t]
-    return x, corral_ids[:size].copy(), weights[:size].copy(), stalled
+    support = np.empty(size, dtype=np.intp)
+    for k in range(size):
+        support[k] = cand_ids[corral_ids[k]]
+    return x, support, weights[:size].copy(), stalled
 
 
 @jit
@@ -272,17 +273,17 @@ def _allocate_decisions(b, dim):
 
 
 @jit
-def _decide_key(points, key, candidates, n, ray, low, high, max_major, row, out):
+def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major, row, out):
     """Decide one key and write its outcome into slot `row` of the output arrays `out`."""
     status, distance, margin, direction, support, weights, violator = out
     dim = points.shape[1]
-    total = n * 2 if ray > 0 else n
-    key_ray = key + n if ray > 0 else -1
-    x, ids, w, stalled = min_norm_point(points, key, candidates, n, ray, low, max_major)
+    key_ray = key + n if has_ray else -1
+    origin = points[key]
+    x, ids, w, stalled = min_norm_point(origin, cand_ids, cand_t, cand_norm2, key, key_ray, low, max_major)
     for k in range(ids.shape[0]):
         support[row, k] = ids[k]
         weights[row, k] = w[k]
-    norm = np.sqrt(np.dot(x, x))
+    norm = np.sqrt((x * x).sum())
     distance[row] = norm
     if norm <= low:
         status[row] = UNSELECTABLE
@@ -290,17 +291,16 @@ def _decide_key(points, key, candidates, n, ray, low, high, max_major, row, out)
     if stalled:
         status[row] = STALLED
         return
-    # witness q = -x / |x|: margin over point c is q.(p_key - p_c) = (x.p_c - x.p_key) / |x|
-    key_dot = np.dot(points[key], x)
+    # witness q = -x / |x|: margin over site c is q.(p_key - p_c) = (x.p_c - x.p_key) / |x|
+    scores = np.empty(sites_t.shape[1])
+    _scores_into(sites_t, x, scores)
     worst = np.inf
     worst_at = -1
-    for c in range(total):
-        if c == key or c == key_ray:
-            continue
-        value = _candidate_dot(points, c, n, ray, x) - key_dot
-        if value < worst:
-            worst = value
+    for c in range(scores.shape[0]):
+        if scores[c] < worst and c != key and c != key_ray:
+            worst = scores[c]
             worst_at = c
+    worst -= (origin * x).sum()
     margin[row] = worst / norm
     for t in range(dim):
         direction[row, t] = -x[t] / norm
@@ -314,24 +314,27 @@ def _decide_key(points, key, candidates, n, ray, low, high, max_major, row, out)
 
 
 @jit
-def distance_to_hull_serial(points, keys, candidates, n, ray, low, high, max_major):
+def distance_to_hull_serial(points, keys, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major):
     """Serial twin of :func:`distance_to_hull_batch`, for small batches (no thread start-up cost)."""
     out = _allocate_decisions(keys.shape[0], points.shape[1])
     for row in range(keys.shape[0]):
-        _decide_key(points, keys[row], candidates, n, ray, low, high, max_major, row, out)
+        _decide_key(points, keys[row], n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major,
+                    row, out)
     return out
 
 
 @parallel_jit
-def distance_to_hull_batch(points, keys, candidates, n, ray, low, high, max_major):
-    """Decide, for each key, whether its distance to the hull of the other points exceeds `low`/`high`.
+def distance_to_hull_batch(points, keys, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major):
+    """Decide, for each key, whether its distance to the hull of the other sites exceeds `low`/`high`.
 
-    For key ``i`` Wolfe's algorithm finds the point of ``conv(candidates without i)`` nearest to
-    ``points[i]``. If it is within `low`, the key is certainly unselectable. Otherwise ``q = -x`` separates the
-    key from the candidates; a scan over *all* points gives the key's true margin for ``q``: above `high`
-    it is certainly selectable; if no point violates the separation the distance is exact (status
-    CONVERGED); else the most violating point is reported so the caller can add it to the candidates.
-    Keys are processed in parallel; each key's result is independent of the others and of the threads.
+    `sites_t` (dim, total) holds the hull's sites as columns: the n real points, then (with `has_ray`) their
+    virtual copies shifted down the ray. `cand_t` holds the columns of the working set, ids `cand_ids`.
+    For key ``i`` (a row of `points`), Wolfe's algorithm finds the point of ``conv(candidates without i)``
+    nearest to it. If that is within `low`, the key is certainly unselectable. Otherwise ``q = -x``
+    separates the key from the candidates; a scan over *all* sites gives the key's true margin for ``q``:
+    above `high` it is certainly selectable; if no site violates the separation the distance is exact
+    (status CONVERGED); else the most violating site is reported so the caller can add it to the
+    candidates. Keys are processed in parallel; each key's result is independent of the threads.
 
     Returns
     -------
@@ -339,17 +342,18 @@ def distance_to_hull_batch(points, keys, candidates, n, ray, low, high, max_majo
     distance : ndarray, shape (b,)
         Distance from the key to conv(candidates), an upper bound of its distance to the others' hull.
     margin : ndarray, shape (b,)
-        Margin of the witness direction over all other points (``-inf`` where not computed).
+        Margin of the witness direction over all other sites (``-inf`` where not computed).
     direction : ndarray, shape (b, dim)
         Unit witness direction ``-x / |x|`` (zeros where the key is unselectable).
     support : ndarray of intp, shape (b, dim + 2)
-        Candidate indices of the convex combination, padded with -1.
+        Site ids of the convex combination, padded with -1.
     weights : ndarray, shape (b, dim + 2)
         Their weights, padded with 0.
     violator : ndarray of intp, shape (b,)
-        The point to add for status NEED_POINT, else -1.
+        The site to add for status NEED_POINT, else -1.
     """
     out = _allocate_decisions(keys.shape[0], points.shape[1])
     for row in prange(keys.shape[0]):
-        _decide_key(points, keys[row], candidates, n, ray, low, high, max_major, row, out)
+        _decide_key(points, keys[row], n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major,
+                    row, out)
     return out

@@ -354,29 +354,36 @@ def _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_
     borderline_mask = np.zeros(n, dtype=bool)
     borderline_mask[unique_rows] = borderline
     combinations = {}
-    for u in range(m):
-        key = int(unique_rows[u])
-        if selectable_mask[key]:
-            if m == 1:
-                witness[key] = 0.0
-                full_margins[key] = np.inf
-                continue
+    chosen = np.flatnonzero(selectable_mask[unique_rows])
+    if m == 1:
+        witness[unique_rows[chosen]] = 0.0
+        full_margins[unique_rows[chosen]] = np.inf
+    elif not has_bias:
+        witness[unique_rows[chosen]] = frame.to_original_direction(directions[chosen])
+        full_margins[unique_rows[chosen]] = margins[chosen]
+    else:
+        for u in chosen:
             query, recomputed = _query_from_direction(frame, directions[u], bias_scale, has_bias, lifted, u)
-            witness[key] = query
-            full_margins[key] = margins[u] if recomputed is None else recomputed
-        elif duplicate_of[key] < 0:
+            witness[unique_rows[u]] = query
+            full_margins[unique_rows[u]] = margins[u] if recomputed is None else recomputed
+    for u in np.flatnonzero(~verdict):
+        key = int(unique_rows[u])
+        if duplicate_of[key] < 0:
             combinations[key] = _combination(supports[u], weights[u], m, unique_rows)
     for key in np.flatnonzero(duplicate_of >= 0):
         combinations[int(key)] = (np.array([duplicate_of[key]], dtype=np.intp), np.array([1.0]))
     return Selectability(
         selectable_mask=selectable_mask, n=n, d=d, affine_rank=frame.rank, duplicate_of=duplicate_of,
         witness_queries=witness, margins=full_margins, combinations=dict(sorted(combinations.items())),
-        borderline_mask=borderline_mask, tol=tol, scale=frame.radius, bias_scale=bias_scale, method=method, has_bias=has_bias,
+        borderline_mask=borderline_mask, tol=tol, scale=frame.radius, bias_scale=bias_scale, method=method,
+        has_bias=has_bias,
     )
 
 
 def _combination(support, weights, m, unique_rows):
     """Map a support over (possibly virtual) unique indices to original key indices, merging copies."""
+    if support.max() < m:  # no virtual points: ids are distinct already
+        return unique_rows[support], weights / weights.sum()
     real = np.where(support >= m, support - m, support)
     keys, position = np.unique(real, return_inverse=True)
     merged = np.zeros(keys.size)
