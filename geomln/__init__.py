@@ -18,6 +18,9 @@ from .errors import DataFileError, GeomlnError, GeomlnWarning, InputError
 from .io import load_array
 from .keyfile import KeyArray, load_keys, save_keys
 from .layernorm import factorized_layer_norm, layer_norm, project, rms_norm, scale
+from .membership import HullMembership, in_hull
+from .montecarlo import MonteCarloResult, MonteCarloRow, estimate_unselectable
+from .selectability import Selectability, default_tol, hull_vertices, selectable_keys, verify_selectability
 from .theory import expected_vertices_gaussian, unselectable_fraction_gaussian
 
 __all__ = [
@@ -34,6 +37,14 @@ __all__ = [
     "fit_hyperplane",
     "angle_to_hyperplane",
     "Hyperplane",
+    # selectability
+    "selectable_keys",
+    "verify_selectability",
+    "Selectability",
+    "hull_vertices",
+    "in_hull",
+    "HullMembership",
+    "default_tol",
     # files
     "load_array",
     # key files
@@ -43,6 +54,10 @@ __all__ = [
     # Gaussian theory
     "expected_vertices_gaussian",
     "unselectable_fraction_gaussian",
+    # Monte Carlo
+    "estimate_unselectable",
+    "MonteCarloResult",
+    "MonteCarloRow",
     # errors
     "GeomlnError",
     "InputError",
