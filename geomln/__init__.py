@@ -15,6 +15,7 @@ Nothing is compiled at import: numba kernels compile (or load from cache) on fir
 from ._version import __version__
 from .angles import Hyperplane, angle_to, angle_to_hyperplane, angle_to_ones, fit_hyperplane
 from .errors import DataFileError, GeomlnError, GeomlnWarning, InputError
+from .hull import ConvexHull, convex_hull
 from .io import load_array
 from .keyfile import KeyArray, load_keys, save_keys
 from .layernorm import factorized_layer_norm, layer_norm, project, rms_norm, scale
@@ -51,6 +52,9 @@ __all__ = [
     "load_keys",
     "save_keys",
     "KeyArray",
+    # Convex hulls
+    "convex_hull",
+    "ConvexHull",
     # Gaussian theory
     "expected_vertices_gaussian",
     "unselectable_fraction_gaussian",
