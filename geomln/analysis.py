@@ -1,4 +1,4 @@
-"""Per-slice reports on saved key matrices: which keys can win attention, causally, and which real queries pick.
+"""Per-slice reports on saved key matrices: which keys can win attention, causally, and which queries pick.
 
 :func:`analyze_keys` runs the exact engine (:func:`~geomln.selectable_keys`) on every ``(n, d)`` slice of a
 key file (one per layer x head x sequence) and returns a :class:`KeyReport` with a stable row schema.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._version import __version__
 from ._validation import as_choice, as_points, as_tol, as_vector
+from ._version import __version__
 from .attention import max_attention
 from .errors import DataFileError, InputError
 from .keyfile import KeyArray, load_keys
@@ -64,7 +64,7 @@ class KeyReport:
         return {"rows": self.rows, "meta": self.meta}
 
     def to_json(self):
-        """The report as indented JSON text (``{"rows": [...], "meta": {...}}``) with a trailing newline."""
+        """Return the report as indented JSON text ``{"rows": [...], "meta": {...}}`` ending in a newline."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def to_csv(self):
@@ -105,7 +105,7 @@ class KeyReport:
             return np.where(total > 0, unselectable / np.maximum(total, 1), np.nan), row_values, col_values
 
     def to_table(self, *, per_slice=False):
-        """A readable fixed-width table: by default one line per layer x head (sequences pooled).
+        """Return a readable fixed-width table: by default one line per layer x head (sequences pooled).
 
         Parameters
         ----------
@@ -119,8 +119,8 @@ class KeyReport:
             groups.setdefault(tuple(labels.items()), []).append(row)
         label_names = [n for n in _label_names(self.rows) if per_slice or n not in _POOLED_LABELS]
         pooled = any(len(g) > 1 for g in groups.values())
-        header = [*label_names, *(["slices"] if pooled else []), "keys", "d", "rank", "unselectable", "fraction",
-                  "dups", "borderline"]
+        header = [*label_names, *(["slices"] if pooled else []), "keys", "d", "rank", "unselectable",
+                  "fraction", "dups", "borderline"]
         first = self.rows[0] if self.rows else {}
         if "causal_pair_fraction" in first:
             header += ["causal unsel", "causal pairs"]
@@ -137,8 +137,10 @@ class KeyReport:
             ranks = sorted({r["affine_rank"] for r in members})
             cells = [str(labels.get(name, "")) for name in label_names]
             cells += [str(len(members))] if pooled else []
-            cells += [str(n), str(members[0]["d"]), _span(ranks), str(unselectable), f"{unselectable / n:.4f}",
-                      str(sum(r["n_duplicates"] for r in members)), str(sum(r["n_borderline"] for r in members))]
+            cells += [str(n), str(members[0]["d"]), _span(ranks), str(unselectable),
+                      f"{unselectable / n:.4f}",
+                      str(sum(r["n_duplicates"] for r in members)),
+                      str(sum(r["n_borderline"] for r in members))]
             if "causal_pair_fraction" in first:
                 pairs = sum(r["n"] * (r["n"] + 1) // 2 for r in members)
                 winnable = sum(r["causal_pair_fraction"] * r["n"] * (r["n"] + 1) / 2 for r in members)
@@ -260,7 +262,9 @@ def causal_last_positions(keys, *, bias=None, tol=None, full=None):
     """
     points = as_points(keys, "keys")
     n = points.shape[0]
-    offsets = np.zeros(n) if bias is None else as_vector(bias, "bias", length=n, length_name="the number of keys")
+    offsets = np.zeros(n)
+    if bias is not None:
+        offsets = as_vector(bias, "bias", length=n, length_name="the number of keys")
     tol = as_tol(tol, default=default_tol(keys))
     if full is None:
         full = selectable_keys(points, bias=bias, tol=tol)
@@ -281,7 +285,7 @@ def causal_last_positions(keys, *, bias=None, tol=None, full=None):
 
 
 def _busiest_checkpoint(lo, hi):
-    """The midpoint of an open bracket that lies strictly inside the most brackets ``(lo, hi)``."""
+    """Return the midpoint of an open bracket that lies strictly inside the most brackets ``(lo, hi)``."""
     candidates = np.unique((lo + hi) // 2)
     order_lo, order_hi = np.sort(lo), np.sort(hi)
     covering = np.searchsorted(order_lo, candidates, side="left") - np.searchsorted(order_hi, candidates,
@@ -300,7 +304,7 @@ def _witness_reach(points, offsets, key, start, query, own, slack):
 
 
 def _use_engine_result(points, offsets, result, t, lo, hi, tol, spread):
-    """Move the brackets of keys ``0..t`` with the verdicts and certificates of the engine on ``keys[:t+1]``."""
+    """Move the brackets of keys ``0..t`` with the engine's verdicts and certificates on ``keys[:t+1]``."""
     bias_range = float(np.ptp(offsets[:t + 1]))
     for i in range(t + 1):
         if hi[i] - lo[i] <= 1:
@@ -375,12 +379,12 @@ def _normalize(key_array, normalization):
 
 
 def _query_arrays(queries, key_array):
-    """The query matrix of every slice of `key_array`, in the order of :meth:`KeyArray.slices`."""
+    """Return the query matrix of every slice of `key_array`, in the order of :meth:`KeyArray.slices`."""
     if isinstance(queries, (str, Path)) and not Path(queries).is_file():
         source = key_array.metadata.get("path")
         if source is None:
-            raise DataFileError(f"`queries`: no such file {str(queries)!r} (an array name is only accepted when "
-                                f"the keys were loaded from a file)")
+            raise DataFileError(f"`queries`: no such file {str(queries)!r} (an array name is only accepted "
+                                f"when the keys were loaded from a file)")
         queries = load_keys(source, name=str(queries))
     query_array = _as_key_array(queries, "queries")
     if query_array.d != key_array.d:
@@ -396,7 +400,8 @@ def _query_arrays(queries, key_array):
     offsets = query_array.seq_offsets
     if offsets is None and key_array.seq_offsets is not None and query_array.n_tokens == key_array.n_tokens:
         offsets = key_array.seq_offsets  # queries of the same tokens, stored without metadata
-    if offsets is not None and (key_array.seq_offsets is None or not np.array_equal(offsets, key_array.seq_offsets)):
+    same = key_array.seq_offsets is not None and np.array_equal(offsets, key_array.seq_offsets)
+    if offsets is not None and not same:
         raise InputError(f"`queries` must split their tokens like the keys (seq_offsets "
                          f"{None if key_array.seq_offsets is None else key_array.seq_offsets.tolist()}); got "
                          f"{offsets.tolist()}")
@@ -439,7 +444,8 @@ def _analyze_slice(key_slice, *, bias, causal, queries, tol, query_norm, attenti
     unselectable = result.unselectable_indices
     row = {"labels": dict(key_slice.labels), "n": n, "d": d, "affine_rank": int(result.affine_rank),
            "n_unselectable": result.n_unselectable, "fraction_unselectable": result.fraction_unselectable,
-           "unselectable_indices": unselectable.tolist(), "n_duplicates": int((result.duplicate_of >= 0).sum()),
+           "unselectable_indices": unselectable.tolist(),
+           "n_duplicates": int((result.duplicate_of >= 0).sum()),
            "n_borderline": int(result.borderline_mask.sum()),
            "borderline_indices": np.flatnonzero(result.borderline_mask).tolist()}
     if key_slice.tokens is not None:
@@ -447,10 +453,11 @@ def _analyze_slice(key_slice, *, bias, causal, queries, tol, query_norm, attenti
     selectable = result.selectable_mask
     if causal:
         last = causal_last_positions(matrix, bias=offsets, tol=tol, full=result)
-        never = np.flatnonzero(last < np.arange(n))
+        position = np.arange(n)
+        never = np.flatnonzero(last < position)
         row.update({"causal_unselectable_indices": never.tolist(), "n_causal_unselectable": int(never.size),
                     "causal_last_positions": last.tolist(),
-                    "causal_pair_fraction": float((last - np.arange(n) + 1).clip(0).sum() / (n * (n + 1) / 2))})
+                    "causal_pair_fraction": float((last - position + 1).clip(0).sum() / (n * (n + 1) / 2))})
         selectable = last >= np.arange(n)
     if queries is not None:
         row.update(_query_fields(matrix, queries, offsets, selectable, tol, causal))
@@ -461,8 +468,8 @@ def _analyze_slice(key_slice, *, bias, causal, queries, tol, query_norm, attenti
     return row
 
 
-def analyze_keys(keys, *, bias=None, causal=False, queries=None, normalization=None, tol=None, query_norm=None,
-                 attention_scale=None, progress=False):
+def analyze_keys(keys, *, bias=None, causal=False, queries=None, normalization=None, tol=None,
+                 query_norm=None, attention_scale=None, progress=False):
     """Report, for every ``(n, d)`` slice of a key array, which keys can never receive the top score.
 
     Parameters
@@ -542,7 +549,8 @@ def analyze_keys(keys, *, bias=None, causal=False, queries=None, normalization=N
         if bar is not None:
             bar.close()
     meta = {"geomln_version": __version__, "source": key_array.metadata.get("path"),
-            "name": key_array.metadata.get("name"), "axes": list(key_array.axes), "shape": list(key_array.shape),
+            "name": key_array.metadata.get("name"), "axes": list(key_array.axes),
+            "shape": list(key_array.shape),
             "source_dtype": key_array.metadata.get("source_dtype"), "n_slices": total, "tol": tol,
             "normalization": normalization, "causal": bool(causal), "has_bias": bias is not None,
             "has_queries": queries is not None, "query_norm": query_norm,

@@ -55,7 +55,7 @@ class MaxAttention:
 
 
 def _objective(keys, bias, q, rows, scale):
-    """For keys `rows` at queries `q` (b, d): f = -log weight, the softmax p (b, n) and the gradient (b, d)."""
+    """For keys `rows` at queries `q` (b, d): f = -log weight, softmax p (b, n) and gradient (b, d)."""
     z = scale * (q @ keys.T) + bias
     z -= z[np.arange(rows.size), rows][:, None]
     top = z.max(axis=1, keepdims=True)
@@ -242,13 +242,15 @@ def max_attention(keys, *, query_norm, bias=None, scale=None, tol=1e-9):
     """
     points = as_points(keys, "keys")
     n, d = points.shape
-    offsets = np.zeros(n) if bias is None else as_vector(bias, "bias", length=n, length_name="the number of keys")
+    offsets = np.zeros(n)
+    if bias is not None:
+        offsets = as_vector(bias, "bias", length=n, length_name="the number of keys")
     radius = _positive(query_norm, "query_norm")
     scale = 1.0 / np.sqrt(d) if scale is None else _positive(scale, "scale")
     tol = as_tol(tol, default=1e-9)
     if tol <= 0:
         raise InputError(f"`tol` must be > 0; got {tol}")
-    # the gradient, a difference of O(spread) numbers, is exact to ~eps * spread: the gap R |g| cannot go lower
+    # the gradient, a difference of O(spread) numbers, is exact to ~eps * spread: R |g| cannot go lower
     tol = max(tol, _ROUNDING_FLOOR * radius * scale * _spread(points, offsets))
     queries = np.zeros((n, d))
     f = np.zeros(n)
@@ -262,8 +264,9 @@ def max_attention(keys, *, query_norm, bias=None, scale=None, tol=1e-9):
         worst = max(worst, iterations)
     if np.any(gaps > tol):
         bad = np.flatnonzero(gaps > tol)
+        worst_key = int(bad[np.argmax(gaps[bad])])
         warnings.warn(f"max_attention: {bad.size} key(s) stopped with a duality gap above tol={tol} (largest "
-                      f"{gaps.max():.3g} at key {int(bad[np.argmax(gaps[bad])])}); their upper_bounds still hold",
+                      f"{gaps.max():.3g} at key {worst_key}); their upper_bounds still hold",
                       GeomlnWarning, stacklevel=2)
     return MaxAttention(weights=np.exp(-f), upper_bounds=np.exp(np.minimum(gaps - f, 0.0)), queries=queries,
                         gaps=gaps, query_norm=radius, scale=float(scale), tol=tol, iterations=worst)
