@@ -13,7 +13,9 @@ Nothing is compiled at import: numba kernels compile (or load from cache) on fir
 """
 
 from ._version import __version__
+from .analysis import KeyReport, analyze_keys
 from .angles import Hyperplane, angle_to, angle_to_hyperplane, angle_to_ones, fit_hyperplane
+from .attention import max_attention
 from .errors import DataFileError, GeomlnError, GeomlnWarning, InputError
 from .hull import ConvexHull, convex_hull
 from .io import load_array
@@ -62,6 +64,10 @@ __all__ = [
     "estimate_unselectable",
     "MonteCarloResult",
     "MonteCarloRow",
+    # Key analysis
+    "analyze_keys",
+    "KeyReport",
+    "max_attention",
     # errors
     "GeomlnError",
     "InputError",
