@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +37,7 @@ from ._montecarlo_store import (
 )
 from ._validation import as_choice, as_points, as_positive_int
 from ._version import __version__
-from .errors import GeomlnWarning, InputError
+from .errors import GeomlnError, GeomlnWarning, InputError
 from .theory import unselectable_fraction_gaussian
 
 __all__ = ["MonteCarloResult", "MonteCarloRow", "estimate_unselectable", "DISTRIBUTIONS", "NORMALIZATIONS"]
@@ -134,7 +135,7 @@ class MonteCarloResult:
         as_choice(
             metric, "metric", [c for c in COLUMNS if c not in ("n", "d", "distribution", "normalization")]
         )
-        chosen = self._select(distribution, normalization)
+        chosen = self.select(distribution=distribution, normalization=normalization)
         ns = np.array(sorted({row.n for row in chosen}), dtype=np.int64)
         ds = np.array(sorted({row.d for row in chosen}), dtype=np.int64)
         values = np.full((ns.size, ds.size), np.nan)
@@ -142,8 +143,14 @@ class MonteCarloResult:
             values[np.searchsorted(ns, row.n), np.searchsorted(ds, row.d)] = getattr(row, metric)
         return ns, ds, values
 
-    def _select(self, distribution, normalization):
-        """Rows of one distribution and one normalization (each may be omitted when unique)."""
+    def select(self, *, distribution=None, normalization=None):
+        """Return the rows of one distribution and one normalization (each may be omitted when unique).
+
+        Raises
+        ------
+        InputError
+            If a label is not in the table, or is omitted while the table holds several (listing them).
+        """
         picked = {}
         for name, value in (("distribution", distribution), ("normalization", normalization)):
             present = self.labels(name)
@@ -344,9 +351,13 @@ def _check_sampler(label, sampler, n, d):
     cells.sample(sampler, np.random.default_rng(cells.cell_seed(0, "check:" + label, n, d)), n, d)
 
 
-def _start_method():
-    methods = multiprocessing.get_all_start_methods()
-    return "forkserver" if "forkserver" in methods else "spawn"
+def _pool_context():
+    """Return a forkserver context that preloads geomln (imported once, not per worker), else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["geomln.montecarlo"])  # effective only if the server is not running yet
+    return context
 
 
 def _provenance(ns, ds, trials, labels, normalizations, seed, entropy, workers, described):
@@ -458,7 +469,7 @@ def estimate_unselectable(
     ------
     InputError
         A value below 1, an unknown distribution or normalization (listing the choices), ``"layernorm"``
-        or ``"projection"`` with ``d = 1``, a sampler returning the wrong shape or non-finite values,
+        with ``d = 1``, a sampler returning the wrong shape or non-finite values,
         `keys` of the wrong shape or with fewer rows than the largest `n` or a dimension other than `d`,
         or a `checkpoint` made with other arguments.
     DataFileError
@@ -477,7 +488,8 @@ def estimate_unselectable(
     with spawn key ``(crc32(distribution), n, d)``; its normalizations see the same raw keys. Tables
     are therefore bit-identical (except the ``seconds`` column) for any `workers`, any order of `n`
     and `d`, and across resumed runs. Workers are separate processes (forkserver or spawn); each loads
-    the compiled engine once. The paper's Figure 1c is the ``any_unselectable`` column of Gaussian
+    the compiled engine once; as with any multiprocessing code, a script must make the call under
+    ``if __name__ == "__main__":``. The paper's Figure 1c is the ``any_unselectable`` column of Gaussian
     keys for n = 3..60 and d = 3..15; with ``"layernorm"`` (Figure 1d) every key is selectable, because
     distinct points on a sphere are all vertices. That needs a sphere of dimension >= 1: ``d >= 3`` for
     ``"layernorm"`` (keys lie on a (d-2)-sphere), ``d >= 2`` for ``"scaling"``, ``"rmsnorm"`` and
@@ -504,10 +516,10 @@ def estimate_unselectable(
         as_choice(norm, "normalization", NORMALIZATIONS)
     if len(set(norms)) != len(norms):
         raise InputError(f"`normalization` lists a value twice: {norms}")
-    if ds[0] == 1 and ({"projection", "layernorm"} & set(norms)):
+    if ds[0] == 1 and "layernorm" in norms:
         raise InputError(
-            "`normalization` 'projection' and 'layernorm' need d >= 2 (the projection of a "
-            "1-D key is 0); got d = 1 in `d`"
+            "`normalization` 'layernorm' needs d >= 2 (it projects a 1-D key to 0, which cannot be scaled); "
+            "got d = 1 in `d`"
         )
     if seed is not None:
         seed = as_positive_int(seed, "seed", minimum=0)
@@ -609,7 +621,7 @@ def _run_pool(context, tasks, workers, store, bar):
     ordered = sorted(tasks, key=lambda task: -task[1] * len(task[3]))
     executor = ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=multiprocessing.get_context(_start_method()),
+        mp_context=_pool_context(),
         initializer=cells.init_worker,
         initargs=(context,),
     )
@@ -619,7 +631,13 @@ def _run_pool(context, tasks, workers, store, bar):
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 label, n_, d_, missing = pending.pop(future)
-                outcome, seconds = future.result()
+                try:
+                    outcome, seconds = future.result()
+                except BrokenProcessPool as exc:
+                    raise GeomlnError(
+                        f"a worker process stopped abruptly ({exc}); in a script, call estimate_unselectable "
+                        "under `if __name__ == '__main__':`, or pass workers=1"
+                    ) from None
                 warm += seconds
                 store.add([_row(label, norm, n_, d_, *outcome[norm]) for norm in missing])
                 bar.update(len(missing))

@@ -1,0 +1,167 @@
+"""Monte Carlo of unselectable keys over a grid of (n, d): the paper's Figure 1c/1d by default.
+
+Draws --trials key sets per cell, normalizes them and decides every key exactly. Writes
+results.csv and results.json (the tidy table; the JSON also holds the provenance) and one heatmap
+PNG per metric (y = n, x = d, one panel per normalization) into --out. results.json is rewritten
+after every finished cell, so an interrupted run can continue with --resume.
+"""
+
+import shlex
+import sys
+from pathlib import Path
+
+from .._files import atomic_output, ensure_directory
+from ..errors import GeomlnError, InputError
+from ..montecarlo import DISTRIBUTIONS, NORMALIZATIONS, MonteCarloResult, estimate_unselectable
+from .theory import parse_int_list
+
+__all__ = ["add_args", "run"]
+
+_METRICS = ("any_unselectable", "fraction")
+
+
+def add_args(parser):
+    parser.add_argument(
+        "--n", default="3:60", help="numbers of keys: '3:60', '3:60:2' or '5,8,13' (default 3:60)"
+    )
+    parser.add_argument("--d", default="3:15", help="dimensions, same syntax (default 3:15)")
+    parser.add_argument("--trials", type=int, default=100, help="key sets per cell (default 100)")
+    parser.add_argument(
+        "--distribution",
+        default="gaussian",
+        help=f"comma-separated, from {', '.join(DISTRIBUTIONS)} (default gaussian)",
+    )
+    parser.add_argument(
+        "--normalization",
+        default="none,layernorm",
+        help=f"comma-separated, from {', '.join(NORMALIZATIONS)} (default none,layernorm)",
+    )
+    parser.add_argument("--keys", help="key matrix for --distribution from_keys (any file geomln reads)")
+    parser.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: all cores; 1 = no pool)")
+    parser.add_argument("--out", required=True, help="output directory (created if missing)")
+    parser.add_argument("--resume", action="store_true", help="reuse the finished cells of DIR/results.json")
+    parser.add_argument("--no-plots", action="store_true", help="skip the heatmap PNGs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _names(text, option):
+    names = [item.strip() for item in text.split(",")]
+    if not all(names):
+        raise InputError(f"`{option}`: cannot parse {text!r}; expected comma-separated names")
+    return names
+
+
+def _resume_command(argv_like):
+    return "geomln montecarlo " + " ".join(shlex.quote(part) for part in argv_like) + " --resume"
+
+
+def _arguments(args):
+    parts = [
+        "--n",
+        args.n,
+        "--d",
+        args.d,
+        "--trials",
+        str(args.trials),
+        "--distribution",
+        args.distribution,
+        "--normalization",
+        args.normalization,
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(args.out),
+    ]
+    if args.keys:
+        parts += ["--keys", args.keys]
+    if args.workers:
+        parts += ["--workers", str(args.workers)]
+    return parts
+
+
+def save_heatmaps(result, out):
+    """Write ``heatmap_<metric>.png`` with one panel per (distribution, normalization); return the paths."""
+    from matplotlib.figure import Figure
+
+    from ..plotting import plot_unselectable_heatmap
+
+    distributions = result.labels("distribution")
+    normalizations = result.labels("normalization")
+    paths = []
+    for metric in _METRICS:
+        figure = Figure(figsize=(4.2 * len(normalizations), 3.6 * len(distributions)), layout="constrained")
+        axes = figure.subplots(len(distributions), len(normalizations), squeeze=False)
+        for i, distribution in enumerate(distributions):
+            for j, normalization in enumerate(normalizations):
+                plot_unselectable_heatmap(
+                    result,
+                    metric=metric,
+                    distribution=distribution,
+                    normalization=normalization,
+                    ax=axes[i, j],
+                )
+        path = Path(out) / f"heatmap_{metric}.png"
+        with atomic_output(path, "wb") as stream:
+            figure.savefig(stream, format="png", dpi=120)
+        paths.append(path)
+    return paths
+
+
+def run(args):
+    ns = parse_int_list(args.n, "--n")
+    ds = parse_int_list(args.d, "--d")
+    if args.trials < 1:
+        raise InputError(f"`--trials` must be >= 1; got {args.trials}")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"`--workers` must be >= 1; got {args.workers}")
+    distributions = _names(args.distribution, "--distribution")
+    normalizations = _names(args.normalization, "--normalization")
+    created = not Path(args.out).exists()
+    out = ensure_directory(args.out, "--out")
+    checkpoint = out / "results.json"
+    if args.resume and not checkpoint.exists():
+        print(f"geomln: note: nothing to resume in {str(out)!r}; starting afresh", file=sys.stderr)
+    try:
+        result = estimate_unselectable(
+            ns,
+            ds,
+            trials=args.trials,
+            distribution=distributions if len(distributions) > 1 else distributions[0],
+            normalization=normalizations,
+            seed=args.seed,
+            workers=args.workers,
+            progress=not args.no_progress,
+            keys=args.keys,
+            checkpoint=checkpoint,
+            resume=args.resume,
+        )
+    except (GeomlnError, TypeError):
+        if created and not any(out.iterdir()):
+            out.rmdir()  # leave nothing behind for a run that failed on its input
+        raise
+    except KeyboardInterrupt:
+        done = 0
+        if checkpoint.exists():
+            partial = MonteCarloResult.from_json(checkpoint)
+            partial.to_csv(out / "results.csv")
+            done = len(partial)
+        total = len(ns) * len(ds) * len(distributions) * len(normalizations)
+        print(
+            f"geomln: interrupted after {done} of {total} cells; the partial table is in "
+            f"{str(out / 'results.csv')!r} and {str(checkpoint)!r}. Resume with:\n  "
+            f"{_resume_command(_arguments(args))}",
+            file=sys.stderr,
+        )
+        return 130
+    result.to_csv(out / "results.csv")
+    written = ["results.csv", "results.json"]
+    if not args.no_plots:
+        written += [path.name for path in save_heatmaps(result, out)]
+    timings = result.provenance["timings"]
+    print(
+        f"{len(result)} cells ({timings['cells_computed']} computed, {timings['cells_resumed']} resumed) in "
+        f"{timings['total_seconds']:.1f} s with {timings['workers_used']} worker(s); wrote "
+        f"{', '.join(written)} to {str(out)!r}"
+    )
+    return 0
