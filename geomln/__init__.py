@@ -64,6 +64,10 @@ __all__ = [
     "estimate_unselectable",
     "MonteCarloResult",
     "MonteCarloRow",
+    # Monte Carlo
+    "estimate_unselectable",
+    "MonteCarloResult",
+    "MonteCarloRow",
     # Key analysis
     "analyze_keys",
     "KeyReport",

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "experiment": ("experiment", "reproduce the paper's experiments on CPU (needs the torch extra)"),
     "capture": ("capture", "record keys, queries and hidden states of a local model (needs the torch extra)"),
     "theory": ("theory", "exact expected unselectable fraction of Gaussian keys over a grid of (n, d)"),
+    "montecarlo": ("montecarlo", "Monte Carlo of unselectable keys over (n, d): the paper's Figure 1c/1d"),
     "analyze": ("analyze", "per layer x head report of the keys that can never get the top attention score"),
 }
 

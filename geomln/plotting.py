@@ -241,3 +241,180 @@ def plot_keys(keys, *, queries=None, hull=True, ax=None):
             ax.set_ylabel("PC 2")
     ax.legend(loc="best", fontsize="small")
     return ax
+
+
+# ---------------------------------------------------------------------------------------------------
+# Monte Carlo of unselectable keys (geomln.estimate_unselectable)
+# ---------------------------------------------------------------------------------------------------
+
+__all__ += ["plot_unselectable_heatmap", "plot_fraction_vs_n"]
+
+_MONTECARLO_METRICS = {
+    "any_unselectable": "P(at least one key unselectable)",
+    "fraction": "mean fraction of unselectable keys",
+}
+
+
+def _cell_edges(values):
+    """Edges of cells centred on sorted `values` (half-way between neighbours; width 1 for a single value)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 1:
+        return np.array([values[0] - 0.5, values[0] + 0.5])
+    middles = (values[1:] + values[:-1]) / 2.0
+    return np.concatenate([[2.0 * values[0] - middles[0]], middles, [2.0 * values[-1] - middles[-1]]])
+
+
+def plot_unselectable_heatmap(
+    result, *, metric="any_unselectable", normalization=None, distribution=None, ax=None
+):
+    """Draw a Monte Carlo table as a heatmap over (d, n), like Figure 1c/1d of Brody, Alon & Yahav (2023).
+
+    Parameters
+    ----------
+    result : MonteCarloResult
+        From :func:`geomln.estimate_unselectable`.
+    metric : {"any_unselectable", "fraction"}
+        The probability that at least one key is unselectable (what the paper's heatmaps show), or the
+        mean fraction of unselectable keys.
+    normalization, distribution : str, optional
+        Which part of the table to draw; may be omitted when the table holds only one.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure is made when None.
+
+    Returns
+    -------
+    matplotlib Axes
+        With a :class:`~matplotlib.collections.QuadMesh` whose array holds the values (n along the
+        rows, d along the columns; missing cells masked), colour scale 0..1 and a colour bar.
+
+    Raises
+    ------
+    InputError
+        If `metric` is unknown, or `normalization`/`distribution` is missing from the table or must be
+        chosen (the message lists the choices).
+
+    See Also
+    --------
+    plot_fraction_vs_n : the fraction against n with the exact theory.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import geomln
+    >>> from geomln.plotting import plot_unselectable_heatmap
+    >>> result = geomln.estimate_unselectable([5, 10, 20], [2, 3], trials=10, workers=1, progress=False)
+    >>> ax = plot_unselectable_heatmap(result)
+    >>> ax.collections[0].get_array().shape
+    (3, 2)
+    """
+    from ._validation import as_choice
+
+    as_choice(metric, "metric", tuple(_MONTECARLO_METRICS))
+    ns, ds, values = result.pivot(metric, distribution=distribution, normalization=normalization)
+    chosen = result.select(distribution=distribution, normalization=normalization)[0]
+    ax = _axes(ax, three_d=False)
+    mesh = ax.pcolormesh(
+        _cell_edges(ds),
+        _cell_edges(ns),
+        np.ma.masked_invalid(values),
+        vmin=0.0,
+        vmax=1.0,
+        cmap="viridis",
+        shading="flat",
+    )
+    ax.figure.colorbar(mesh, ax=ax, label=_MONTECARLO_METRICS[metric])
+    ax.set_xlabel("d (key dimension)")
+    ax.set_ylabel("n (number of keys)")
+    ax.set_title(f"{chosen.distribution}, normalization: {chosen.normalization} ({chosen.trials} trials)")
+    return ax
+
+
+def plot_fraction_vs_n(result, *, d=None, theory=True, normalization=None, distribution=None, ax=None):
+    """Plot the mean fraction of unselectable keys against n, one curve per d, with the exact theory.
+
+    Parameters
+    ----------
+    result : MonteCarloResult
+        From :func:`geomln.estimate_unselectable`.
+    d : int or sequence of int, optional
+        Which dimensions to draw (default: all in the table).
+    theory : bool, default True
+        Overlay the exact expectation as a dashed curve where it is known: Gaussian keys
+        (:func:`geomln.unselectable_fraction_gaussian`, over every integer n of the range), their
+        projection (the same in dimension d - 1), and the table's ``theory_fraction`` column elsewhere
+        (0 for keys on a sphere); nothing for other distributions.
+    normalization, distribution : str, optional
+        Which part of the table to draw; may be omitted when the table holds only one.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure is made when None.
+
+    Returns
+    -------
+    matplotlib Axes
+        One line per d (markers at the Monte Carlo means, shaded 95% intervals) and, with `theory`,
+        one dashed line per d with ``gid`` ``"theory"``.
+
+    Raises
+    ------
+    InputError
+        If a requested `d` is not in the table (listing those that are), or the normalization or
+        distribution is missing or must be chosen.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import geomln
+    >>> from geomln.plotting import plot_fraction_vs_n
+    >>> result = geomln.estimate_unselectable([5, 10, 20], [2, 3], trials=10, workers=1, progress=False)
+    >>> ax = plot_fraction_vs_n(result, d=3)
+    >>> [line.get_gid() for line in ax.get_lines()]
+    ['monte carlo', 'theory']
+    """
+    from ._validation import as_choice
+    from .theory import unselectable_fraction_gaussian
+
+    ns, ds, mean = result.pivot("fraction", distribution=distribution, normalization=normalization)
+    low = result.pivot("fraction_low", distribution=distribution, normalization=normalization)[2]
+    high = result.pivot("fraction_high", distribution=distribution, normalization=normalization)[2]
+    exact = result.pivot("theory_fraction", distribution=distribution, normalization=normalization)[2]
+    chosen = result.select(distribution=distribution, normalization=normalization)[0]
+    available = [int(value) for value in ds]
+    wanted = available if d is None else [d] if np.ndim(d) == 0 else list(d)
+    for value in wanted:
+        as_choice(value, "d", available)
+    ax = _axes(ax, three_d=False)
+    dense_n = np.arange(int(ns[0]), int(ns[-1]) + 1)
+    shift = {"none": 0, "projection": 1}.get(chosen.normalization)
+    for value in wanted:
+        j = available.index(value)
+        seen = ~np.isnan(mean[:, j])
+        line = ax.plot(
+            ns[seen], mean[seen, j], marker="o", markersize=3, label=f"d = {value}", gid="monte carlo"
+        )[0]
+        ax.fill_between(ns[seen], low[seen, j], high[seen, j], color=line.get_color(), alpha=0.2, linewidth=0)
+        if not theory:
+            continue
+        if chosen.distribution == "gaussian" and shift is not None and value - shift >= 1:
+            ax.plot(
+                dense_n,
+                unselectable_fraction_gaussian(dense_n, value - shift),
+                linestyle="--",
+                color=line.get_color(),
+                gid="theory",
+            )
+        elif np.isfinite(exact[seen, j]).any():
+            known = seen & np.isfinite(exact[:, j])
+            ax.plot(ns[known], exact[known, j], linestyle="--", color=line.get_color(), gid="theory")
+    ax.set_xlabel("n (number of keys)")
+    ax.set_ylabel("fraction of unselectable keys")
+    ax.set_ylim(-0.02, 1.02)
+    note = (
+        " (dashed: exact theory)"
+        if theory and any(line.get_gid() == "theory" for line in ax.get_lines())
+        else ""
+    )
+    ax.set_title(f"{chosen.distribution}, normalization: {chosen.normalization}{note}")
+    ax.legend(fontsize="small")
+    return ax
