@@ -17,7 +17,14 @@ import numpy as np
 
 from ._jit import jit
 
-__all__ = ["center_points", "small_gram", "max_abs_projection", "quickhull", "coplanar_groups"]
+__all__ = [
+    "center_points",
+    "small_gram",
+    "max_abs_projection",
+    "quickhull",
+    "coplanar_groups",
+    "triangle_measures",
+]
 
 # Fixed generic directions for breaking ties between equally far points (unit length, no special angles).
 _TIE_DIRECTIONS = np.array(
@@ -517,3 +524,24 @@ def coplanar_groups(points, facets, neighbors, normals, offsets, eps):
                     top += 1
         ng += 1
     return group, seeds[:ng].copy()
+
+
+@jit
+def triangle_measures(points, facets):
+    """Return the volume enclosed by outward-oriented triangles and their total area."""
+    volume = 0.0
+    area = 0.0
+    for t in range(facets.shape[0]):
+        a, b, c = facets[t, 0], facets[t, 1], facets[t, 2]
+        ux = points[b, 0] - points[a, 0]
+        uy = points[b, 1] - points[a, 1]
+        uz = points[b, 2] - points[a, 2]
+        vx = points[c, 0] - points[a, 0]
+        vy = points[c, 1] - points[a, 1]
+        vz = points[c, 2] - points[a, 2]
+        cx = uy * vz - uz * vy
+        cy = uz * vx - ux * vz
+        cz = ux * vy - uy * vx
+        area += 0.5 * np.sqrt(cx * cx + cy * cy + cz * cz)
+        volume += (cx * points[a, 0] + cy * points[a, 1] + cz * points[a, 2]) / 6.0
+    return volume, area

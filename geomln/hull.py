@@ -223,13 +223,6 @@ def _retriangulate_faces(coords, facets, neighbors, normals, offsets, eps):
     return np.concatenate(tri).astype(np.intp), np.concatenate(nrm), np.concatenate(off)
 
 
-def _triangle_measures(coords, facets):
-    a, b, c = coords[facets[:, 0]], coords[facets[:, 1]], coords[facets[:, 2]]
-    area = 0.5 * float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum())
-    volume = float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0
-    return volume, area
-
-
 def convex_hull(points, *, tol=None):
     """Convex hull of points, with facets and facet equations, computed in the points' affine hull.
 
@@ -350,7 +343,7 @@ def convex_hull(points, *, tol=None):
                 facets, normals, offsets = _retriangulate_faces(
                     coords, facets, neighbors, normals, offsets, eps
                 )
-                volume, area = _triangle_measures(coords, facets)
+                volume, area = _hull3d_kernels.triangle_measures(coords, facets)
             else:
                 method = "qhull"
                 facets, normals, offsets, volume, area = _hull_qhull(coords)
