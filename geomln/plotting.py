@@ -244,6 +244,67 @@ def plot_keys(keys, *, queries=None, hull=True, ax=None):
 
 
 # ---------------------------------------------------------------------------------------------------
+# key reports
+# ---------------------------------------------------------------------------------------------------
+
+__all__ += ["plot_unselectable_by_layer_head"]
+
+
+def plot_unselectable_by_layer_head(report, *, ax=None):
+    """Heatmap of the fraction of unselectable keys per (layer, head) of a :class:`~geomln.KeyReport`.
+
+    Parameters
+    ----------
+    report : KeyReport
+        From :func:`~geomln.analyze_keys`; sequences and other labels are pooled
+        (``sum(n_unselectable) / sum(n)``). A report without a ``head`` (or ``layer``) label gives a single
+        column (or row).
+    ax : matplotlib Axes, optional
+        Axes to draw into; None makes a new figure.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The image (gid ``"unselectable_fraction"``) is ``ax.images[0]``; its array is the plotted grid. Each
+        cell is annotated with its percentage when the grid has at most 400 cells.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np, geomln
+    >>> from geomln.plotting import plot_unselectable_by_layer_head
+    >>> keys = geomln.KeyArray.from_array(np.random.default_rng(0).normal(size=(2, 3, 12, 2)),
+    ...                                   axes="layer,head,token,dim")
+    >>> ax = plot_unselectable_by_layer_head(geomln.analyze_keys(keys))
+    >>> ax.images[0].get_array().shape
+    (2, 3)
+    >>> import matplotlib.pyplot as plt
+    >>> plt.close("all")
+    """
+    grid, layers, heads = report.fraction_grid(rows="layer", cols="head")
+    ax = _axes(ax, three_d=False)
+    peak = float(np.nanmax(grid)) if np.isfinite(grid).any() else 0.0
+    top = peak if peak > 0 else 1.0
+    image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=top, aspect="auto", interpolation="nearest")
+    image.set_gid("unselectable_fraction")
+    ax.set_xticks(range(len(heads)), labels=["" if h is None else str(h) for h in heads])
+    ax.set_yticks(range(len(layers)), labels=["" if v is None else str(v) for v in layers])
+    ax.set_xlabel("head" if heads != [None] else "")
+    ax.set_ylabel("layer" if layers != [None] else "")
+    if grid.size <= 400:
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if value < 0.6 * top else "black")
+    ax.figure.colorbar(image, ax=ax, label="fraction unselectable")
+    name = report.meta.get("name") or "keys"
+    extra = f", {report.meta['normalization']}" if report.meta.get("normalization") else ""
+    ax.set_title(f"unselectable {name}{extra} (% per cell)", fontsize=9)
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------------
 # Monte Carlo of unselectable keys (geomln.estimate_unselectable)
 # ---------------------------------------------------------------------------------------------------
 
