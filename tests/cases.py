@@ -79,6 +79,23 @@ def _coplanar_3d():
     return Case(keys, _mask(len(grid), corners), exact=True)
 
 
+def _cross_polytope_facets(d=5):
+    """Vertices +-d e_i and the centroid (+-1, ..., +-1) of every facet: only the 2d vertices win."""
+    vertices = np.vstack([np.eye(d), -np.eye(d)]) * d
+    centroids = np.array(list(itertools.product([-1.0, 1.0], repeat=d)))
+    return Case(np.vstack([vertices, centroids]), _mask(2 * d + 2**d, range(2 * d)), exact=True)
+
+
+def _plane_grid_20d():
+    """A 6 x 6 integer grid on a 2-plane in 20-D (rank 2): only the grid's 4 corners are selectable."""
+    rng = np.random.default_rng(505)
+    basis = rng.integers(-3, 4, size=(2, 20)).astype(float)
+    grid = list(itertools.product(range(6), repeat=2))
+    keys = np.array(grid, dtype=float) @ basis + rng.integers(-5, 5, 20)
+    corners = [i for i, (a, b) in enumerate(grid) if a in (0, 5) and b in (0, 5)]
+    return Case(keys, _mask(len(grid), corners), exact=True)
+
+
 def _d1():
     keys = np.array([[3], [-1], [4], [1], [5], [9], [2], [6]], dtype=float)
     return Case(keys, _mask(8, [1, 5]), exact=True)
@@ -121,6 +138,8 @@ def _build():
         "d1_tied_max": _d1_tied_max(),
         "collinear_3d": _collinear_3d(),
         "coplanar_3d": _coplanar_3d(),
+        "cross_polytope_facets": _cross_polytope_facets(),
+        "plane_grid_20d": _plane_grid_20d(),
         "n_below_d": Case(rng.standard_normal((4, 5)), np.ones(4, dtype=bool)),
         "n_is_d_plus_1": Case(rng.standard_normal((6, 5)), np.ones(6, dtype=bool)),
         "all_equal": Case(np.tile([[1.5, -2.0, 3.0]], (5, 1)), np.zeros(5, dtype=bool), exact=True),
