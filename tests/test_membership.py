@@ -59,9 +59,13 @@ def test_random_points_against_the_lp_oracle(d, seed):
     "documented max_i |p_i - mean(p)| over all hull points",
 )
 def test_scale_is_the_documented_radius_of_the_hull_points():
-    hull_points = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [1.0, 1.0], [1.0, 1.5]])
-    result = in_hull([[5.0, 5.0]], hull_points)
-    assert result.scale == pytest.approx(distinct_radius(hull_points), rel=1e-12)
+    corners = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.0]])
+    cluster = np.column_stack([0.5 + 0.01 * np.arange(20), np.full(20, 0.5)])  # pulls the mean to a corner
+    hull_points = np.vstack([corners, cluster])
+    documented = distinct_radius(hull_points)  # 4.54; the radius of the vertices about their own mean is 2.83
+    result = in_hull([[4.0, 4.0 + 0.8e-9 * documented]], hull_points)  # 0.8 tol * documented scale away
+    assert result.scale == pytest.approx(documented, rel=1e-12)
+    assert result.inside_mask[0]
 
 
 def test_hull_points_themselves_are_inside(rng):

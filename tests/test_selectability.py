@@ -519,7 +519,11 @@ def test_float16_keys(rng):
     result = selectable_keys(keys)
     assert result.tol == 1e-3
     assert verify_selectability(keys, result).size == 0
-    np.testing.assert_array_equal(result.selectable_mask, lp_selectable(keys.astype(np.float64)))
+    decided = (
+        ~result.borderline_mask
+    )  # keys further than 10 tol from the boundary must match the exact oracle
+    oracle = lp_selectable(keys.astype(np.float64))
+    np.testing.assert_array_equal(result.selectable_mask[decided], oracle[decided])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -596,11 +600,14 @@ def transform(kind, keys, gen):
     return keys * 1e-4, np.arange(n)  # scaling_down
 
 
-@pytest.mark.parametrize("kind", ["permutation", "translation", "rotation", "scaling_up", "scaling_down"])
+KINDS = ["permutation", "translation", "rotation", "scaling_up", "scaling_down"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", INVARIANCE_CASES)
 def test_invariance(name, kind):
     keys = CASES[name].keys.astype(np.float64)
-    gen = np.random.default_rng(abs(hash((name, kind))) % 2**32)
+    gen = np.random.default_rng([INVARIANCE_CASES.index(name), KINDS.index(kind)])
     moved, order = transform(kind, keys, gen)
     result = selectable_keys(moved)
     np.testing.assert_array_equal(result.selectable_mask, result_for(name).selectable_mask[order])
