@@ -385,6 +385,10 @@ def plot_unselectable_heatmap(
         shading="flat",
     )
     ax.figure.colorbar(mesh, ax=ax, label=_MONTECARLO_METRICS[metric])
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("d (key dimension)")
     ax.set_ylabel("n (number of keys)")
     ax.set_title(f"{chosen.distribution}, normalization: {chosen.normalization} ({chosen.trials} trials)")
