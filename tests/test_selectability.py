@@ -407,15 +407,10 @@ def test_bias_exact_binary_case_known_verdicts():
         assert exact_combination_holds(keys, i, result.combinations[i][0], bias) is None
 
 
-EQUAL_KEYS_BIAS_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: identical keys with distinct biases (affine rank 0) give the winning key a NaN "
-    "witness (0/0 in _query_from_direction, frame.radius == 0) and a RuntimeWarning",
-)
-BIAS_CASES = [name for name in NAMES if len(CASES[name].keys) <= 40 and name != "all_equal"]
+BIAS_CASES = [name for name in NAMES if len(CASES[name].keys) <= 40]
 
 
-@pytest.mark.parametrize("name", [*BIAS_CASES, pytest.param("all_equal", marks=EQUAL_KEYS_BIAS_BUG)])
+@pytest.mark.parametrize("name", BIAS_CASES)
 def test_case_with_random_bias_agrees_with_lp(name):
     keys = CASES[name].keys.astype(np.float64)
     bias = np.random.default_rng(len(name)).standard_normal(len(keys))
@@ -425,7 +420,6 @@ def test_case_with_random_bias_agrees_with_lp(name):
     np.testing.assert_array_equal(result.selectable_mask, lp_selectable(keys, bias))
 
 
-@EQUAL_KEYS_BIAS_BUG
 def test_equal_keys_with_distinct_biases():
     """Minimal reproducer: two equal keys, the one with the larger bias wins for every query (e.g. q = 0)."""
     keys, bias = [[1.0], [1.0]], [0.0, 1.0]
