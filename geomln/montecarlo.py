@@ -246,7 +246,9 @@ def _resolve_distributions(distribution, keys):
     for item in items:
         if callable(item):
             label = _label(item)
-            kind, info = item, {"kind": "callable", "name": f"{getattr(item, '__module__', '?')}.{label}"}
+            full_name = f"{getattr(item, '__module__', '?')}.{label}"
+            label = full_name if label in DISTRIBUTIONS else label  # never mistaken for a built-in
+            kind, info = item, {"kind": "callable", "name": full_name}
         else:
             if not isinstance(item, str):
                 raise TypeError(

@@ -160,6 +160,15 @@ def test_callable_sampler_and_unpicklable_sampler_fall_back_to_one_process():
     assert moved.rows[0].distribution.endswith("shifted") and math.isnan(moved.rows[0].theory_fraction)
 
 
+def gaussian(rng, n, d):  # a user sampler named like a built-in distribution
+    return rng.standard_normal((n, d))
+
+
+def test_user_sampler_named_like_a_builtin_gets_no_theory():
+    row = estimate_unselectable(12, 3, trials=3, distribution=gaussian, **FAST).rows[0]
+    assert row.distribution == f"{__name__}.gaussian" and math.isnan(row.theory_fraction)
+
+
 def test_from_keys_draws_distinct_rows(tmp_path, rng):
     pool = rng.standard_normal((50, 3))
     path = tmp_path / "pool.npy"
