@@ -154,14 +154,17 @@ def _find_duplicates(rows):
     return duplicate_of, np.sort(first), inverse
 
 
-def _witness_scan(lifted, n, bias_weight):
+def _witness_scan(lifted, n, has_bias):
     """Score every key against the direction of every key; return each key's best certified margin.
 
-    Direction ``i`` is the key's own normalized coordinates (with weight `bias_weight` on the bias
-    coordinate); the strict argmax of every direction is a vertex, certified by that direction.    """
+    Direction ``i`` is the key's own normalized coordinates; with a bias (the last lifted coordinate) its
+    bias weight is 0, so it certifies keys that are strict vertices of the keys' own hull, which stay
+    selectable with a large enough query whatever the bias (see :func:`_query_from_direction`). The
+    strict argmax of every direction is certified by that direction.
+    """
     directions = lifted.copy()
-    if bias_weight:
-        directions[:, -1] = bias_weight
+    if has_bias:
+        directions[:, -1] = 0.0
     norms = np.linalg.norm(directions, axis=1)
     norms[norms == 0] = np.inf
     best_margin = np.full(n, -np.inf)
@@ -200,6 +203,8 @@ def _query_from_direction(frame, direction, bias_scale, has_bias, lifted, key):
     key_part = direction[:-1] if has_bias else direction
     if not has_bias:
         return frame.to_original_direction(key_part), None
+    if frame.radius == 0.0:  # all keys are equal: the bias alone decides, for any query
+        return np.zeros(frame.basis.shape[0]), None
     beta = direction[-1]
     scores = lifted[:, :-1] @ key_part
     others = np.delete(np.arange(lifted.shape[0]), key)
@@ -306,7 +311,7 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
         undecided = np.arange(m)
         seeds = np.empty(0, dtype=np.intp)
         if method != "lp":
-            scan_margin, scan_direction = _witness_scan(lifted, m, 1.0 if has_bias else 0.0)
+            scan_margin, scan_direction = _witness_scan(lifted, m, has_bias)
             certain = scan_margin > tol * BORDERLINE_FACTOR
             verdict[certain] = True
             margins[certain] = scan_margin[certain]
