@@ -48,7 +48,8 @@ def affine_frame(points, tol):
     n, d = points.shape
     centre = points.mean(axis=0)
     centred = points - centre
-    radius = float(np.sqrt((centred * centred).sum(axis=1).max()))
+    peak = float(np.abs(centred).max())  # divide first: squares of tiny or huge coordinates under/overflow
+    radius = peak * float(np.sqrt(((centred / peak) ** 2).sum(axis=1).max())) if peak > 0 else 0.0
     if radius == 0.0:
         return AffineFrame(centre, 0.0, np.zeros((d, 0)), np.zeros((n, 0)))
     centred /= radius

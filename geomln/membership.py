@@ -34,7 +34,8 @@ class HullMembership:
     borderline_mask : ndarray of bool, shape (k,)
         Points whose distance lies within a factor 10 of `tol`.
     tol, scale : float
-        Relative tolerance and the hull points' radius ``max_i |p_i - mean(p)|`` it is relative to.
+        Relative tolerance and the radius ``max_i |p_i - mean(p)|`` of the distinct hull points it is
+        relative to.
     """
 
     inside_mask: np.ndarray
@@ -59,7 +60,7 @@ def in_hull(points, hull_points, *, tol=None):
     tol : float, optional
         Relative tolerance (default from the dtype of `hull_points`): a query point is inside iff its
         distance to the hull is at most ``tol * scale``, ``scale = max_i |p_i - mean(p)|`` (for a single hull
-        point, the largest distance of a query point from it).
+        point, the largest distance of a query point from it; means and maxima over distinct points).
 
     Returns
     -------
@@ -93,7 +94,7 @@ def in_hull(points, hull_points, *, tol=None):
         raise InputError(f"`points` must have d = {hull.shape[1]} columns like `hull_points`; got shape {queries.shape}")
     tol = as_tol(tol, default=default_tol(hull_points))
     vertices = hull_vertices(hull, tol=tol)
-    frame = affine_frame(hull[vertices], tol)
+    frame = affine_frame(np.unique(hull, axis=0), tol)
     radius = frame.radius if frame.radius > 0 else float(np.linalg.norm(queries - hull[0], axis=1).max()) or 1.0
     relative = (queries - frame.centre) / radius
     inside_coords = relative @ frame.basis
@@ -118,7 +119,8 @@ def in_hull(points, hull_points, *, tol=None):
             for j in near:
                 combinations[int(j)] = (vertices[:1].copy(), np.array([1.0]))
         else:
-            stacked = np.ascontiguousarray(np.vstack([frame.coords, inside_coords[near]]))
+            vertex_coords = ((hull[vertices] - frame.centre) / radius) @ frame.basis
+            stacked = np.ascontiguousarray(np.vstack([vertex_coords, inside_coords[near]]))
             n_hull = vertices.size
             decisions = decide(stacked, n_hull, np.arange(n_hull, n_hull + near.size), np.arange(n_hull), tol)
             is_inside = (decisions.status == kernels.UNSELECTABLE) | (

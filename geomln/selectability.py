@@ -57,7 +57,8 @@ class Selectability:
         for unselectable keys.
     margins : ndarray, shape (n,)
         Normalized margin of the witness: ``min_j (q.(k_i - k_j) + b_i - b_j)`` for the unit witness in
-        normalized coordinates, in units of the data radius `scale`; NaN for unselectable keys.
+        normalized coordinates, in units of the data radius `scale`; NaN for unselectable keys and inf
+        for a key without competitors (``to_dict`` writes both as null).
     combinations : dict
         ``{i: (indices, weights)}`` for each unselectable key: other keys with non-negative weights
         summing to 1 whose combination equals ``k_i`` up to ``2 * tol * scale`` (with a bias, whose
@@ -127,7 +128,7 @@ class Selectability:
             "selectable_mask": self.selectable_mask.tolist(),
             "borderline_mask": self.borderline_mask.tolist(),
             "duplicate_of": self.duplicate_of.tolist(),
-            "margins": [None if np.isnan(m) else float(m) for m in self.margins],
+            "margins": [float(m) if np.isfinite(m) else None for m in self.margins],
             "witness_queries": {str(i): self.witness_queries[i].tolist() for i in self.selectable_indices},
             "combinations": {
                 str(i): {"indices": idx.tolist(), "weights": w.tolist()} for i, (idx, w) in self.combinations.items()
@@ -159,7 +160,7 @@ def _witness_scan(lifted, n, has_bias):
 
     Direction ``i`` is the key's own normalized coordinates; with a bias (the last lifted coordinate) its
     bias weight is 0, so it certifies keys that are strict vertices of the keys' own hull, which stay
-    selectable with a large enough query whatever the bias (see :func:`_query_from_direction`). The
+    selectable with a large enough query whatever the bias (see :func:`_bias_witnesses`). The
     strict argmax of every direction is certified by that direction.
     """
     directions = lifted.copy()
@@ -195,29 +196,38 @@ def _lift(frame, bias):
     return np.ascontiguousarray(lifted), bias_scale
 
 
-def _query_from_direction(frame, direction, bias_scale, has_bias, lifted, key):
-    """Turn a unit witness direction in normalized (lifted) coordinates into a query in the original space.
+def _bias_witnesses(frame, lifted, keys, directions, bias_scale):
+    """Queries (original space) and exact normalized margins for unit witness directions in lifted space.
 
-    Returns the query and its normalized margin (recomputed when the bias weight had to be raised).
+    A direction ``(u, beta)`` scores key ``j`` as ``u.y_j + beta * c_j`` (``c`` the normalized bias).
+    When ``beta`` is tiny or negative the keys alone separate the key (the direction came from the
+    bias-free scan, or the ray made the bias irrelevant); it is raised to a quarter of the key-only
+    margin, which keeps the margin above half the key-only margin because ``|c_i - c_j| <= 2``.
     """
-    key_part = direction[:-1] if has_bias else direction
-    if not has_bias:
-        return frame.to_original_direction(key_part), None
+    m = lifted.shape[0]
+    queries = np.empty((keys.size, frame.basis.shape[0]))
+    margins = np.empty(keys.size)
     if frame.radius == 0.0:  # all keys are equal: the bias alone decides, for any query
-        return np.zeros(frame.basis.shape[0]), None
-    beta = direction[-1]
-    scores = lifted[:, :-1] @ key_part
-    others = np.delete(np.arange(lifted.shape[0]), key)
-    key_margin = float(np.min(scores[key] - scores[others])) if others.size else np.inf
-    recomputed = None
-    if beta <= 0.25 * min(key_margin, 1.0):
-        # the keys alone separate k_i; a small positive bias weight keeps the margin positive
-        beta = 0.25 * min(key_margin, 1.0)
-        full = np.append(key_part, beta)
-        full_scores = lifted @ full
-        recomputed = float(np.min(full_scores[key] - full_scores[others])) / np.linalg.norm(full)
-    query = frame.to_original_direction(key_part) / frame.radius * (bias_scale / beta)
-    return query, recomputed
+        queries[:] = 0.0
+        margins[:] = np.inf
+        return queries, margins
+    key_coords, bias_coord = lifted[:, :-1], lifted[:, -1]
+    block = max(1, _BLOCK_ENTRIES // m)
+    for start in range(0, keys.size, block):
+        rows = np.arange(start, min(keys.size, start + block))
+        own = keys[rows]
+        unit = directions[rows, :-1]
+        beta = directions[rows, -1].copy()
+        key_scores = np.ascontiguousarray(unit @ key_coords.T)
+        _, runner_up, _ = kernels.top_two(key_scores, own, True)
+        key_margin = key_scores[rows - start, own] - runner_up
+        weak = beta <= 0.25 * np.minimum(key_margin, 1.0)
+        beta[weak] = 0.25 * np.minimum(key_margin[weak], 1.0)
+        scores = np.ascontiguousarray(key_scores + beta[:, None] * bias_coord[None, :])
+        _, runner_up, _ = kernels.top_two(scores, own, True)
+        margins[rows] = (scores[rows - start, own] - runner_up) / np.sqrt(1.0 + beta * beta - directions[rows, -1] ** 2)
+        queries[rows] = frame.to_original_direction(unit) / frame.radius * (bias_scale / beta)[:, None]
+    return queries, margins
 
 
 def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
@@ -367,10 +377,8 @@ def _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_
         witness[unique_rows[chosen]] = frame.to_original_direction(directions[chosen])
         full_margins[unique_rows[chosen]] = margins[chosen]
     else:
-        for u in chosen:
-            query, recomputed = _query_from_direction(frame, directions[u], bias_scale, has_bias, lifted, u)
-            witness[unique_rows[u]] = query
-            full_margins[unique_rows[u]] = margins[u] if recomputed is None else recomputed
+        witness[unique_rows[chosen]], full_margins[unique_rows[chosen]] = _bias_witnesses(
+            frame, lifted, chosen, directions[chosen], bias_scale)
     for u in np.flatnonzero(~verdict):
         key = int(unique_rows[u])
         if duplicate_of[key] < 0:

@@ -53,11 +53,6 @@ def test_random_points_against_the_lp_oracle(d, seed):
     assert not result.borderline_mask.any()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: in_hull's scale is the radius of the hull's *vertices* about their own mean, not the "
-    "documented max_i |p_i - mean(p)| over all hull points",
-)
 def test_scale_is_the_documented_radius_of_the_hull_points():
     corners = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.0]])
     cluster = np.column_stack([0.5 + 0.01 * np.arange(20), np.full(20, 0.5)])  # pulls the mean to a corner

@@ -624,20 +624,13 @@ def test_invariance_with_bias(kind, rng):
     assert verify_selectability(moved, result, bias=moved_bias).size == 0
 
 
-EXTREME_SCALE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: affine_frame squares coordinates to get the radius, which underflows to 0 below "
-    "~1e-162 and overflows above ~1e154; the engine then crashes (IndexError in _seed_candidates)",
-)
-
-
 @pytest.mark.parametrize(
     "factor",
     [
         1e-150,
         1e150,
-        pytest.param(1e-170, marks=EXTREME_SCALE_BUG),
-        pytest.param(1e160, marks=EXTREME_SCALE_BUG),
+        1e-170,
+        1e160,
     ],
 )
 def test_extreme_positive_scaling(factor):
@@ -708,13 +701,7 @@ def test_one_and_two_threads_give_identical_results(monkeypatch):
 
 
 JSON_CASES = ["gaussian_d4", "duplicates", "all_equal", "d1"]
-INFINITE_MARGIN = pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: n = 1 gives margins [inf], which to_dict() emits as the non-JSON token Infinity",
-)
-
-
-@pytest.mark.parametrize("name", [*JSON_CASES, pytest.param("single", marks=INFINITE_MARGIN)])
+@pytest.mark.parametrize("name", [*JSON_CASES, "single"])
 def test_to_dict_is_json(name):
     result = result_for(name)
     text = json.dumps(result.to_dict(), allow_nan=False)
