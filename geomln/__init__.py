@@ -64,10 +64,6 @@ __all__ = [
     "estimate_unselectable",
     "MonteCarloResult",
     "MonteCarloRow",
-    # Monte Carlo
-    "estimate_unselectable",
-    "MonteCarloResult",
-    "MonteCarloRow",
     # Key analysis
     "analyze_keys",
     "KeyReport",
