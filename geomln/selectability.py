@@ -138,6 +138,11 @@ class Selectability:
 
 def _find_duplicates(rows):
     """Index of an identical other row for each row (or -1), and the first copy of each distinct row."""
+    n = rows.shape[0]
+    # fast path: identical rows have identical projections, so distinct projections rule duplicates out
+    projection = np.sort(rows @ np.linspace(1.0, 2.0, rows.shape[1]))
+    if not np.any(projection[1:] == projection[:-1]):
+        return np.full(n, -1, dtype=np.intp), np.arange(n), np.arange(n)
     _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     counts = np.bincount(inverse)
