@@ -135,7 +135,7 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
                         site_norm2[candidates], sites_t, low, high, max_major)
         st, dist, marg, direc, supp, wts, violator = result
         status[pending], distance[pending], margin[pending], direction[pending] = st, dist, marg, direc
-        for row, (slot, used) in enumerate(zip(pending, (supp >= 0).sum(axis=1))):
+        for row, (slot, used) in enumerate(zip(pending, (supp >= 0).sum(axis=1), strict=True)):
             support[slot], weights[slot] = supp[row, :used], wts[row, :used]  # supports are packed at the front
         need = st == kernels.NEED_POINT
         candidates = np.union1d(candidates, violator[need])

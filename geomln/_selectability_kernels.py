@@ -315,7 +315,7 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
 
 @jit
 def distance_to_hull_serial(points, keys, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major):
-    """Serial twin of :func:`distance_to_hull_batch`, for small batches (no thread start-up cost)."""
+    """Run :func:`distance_to_hull_batch` serially, for small batches (no thread start-up cost)."""
     out = _allocate_decisions(keys.shape[0], points.shape[1])
     for row in range(keys.shape[0]):
         _decide_key(points, keys[row], n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major,

@@ -138,7 +138,7 @@ def factorized_layer_norm(x, *, projection=True, scaling=True, weight=None, bias
 
 
 def layer_norm(x, *, weight=None, bias=None, eps=1e-5):
-    """Standard LayerNorm over the last axis, as in ``torch.nn.functional.layer_norm``.
+    """Apply standard LayerNorm over the last axis, as ``torch.nn.functional.layer_norm`` does.
 
     Parameters
     ----------

@@ -91,7 +91,9 @@ def in_hull(points, hull_points, *, tol=None):
     hull = as_points(hull_points, "hull_points")
     queries = as_points(points, "points")
     if queries.shape[1] != hull.shape[1]:
-        raise InputError(f"`points` must have d = {hull.shape[1]} columns like `hull_points`; got shape {queries.shape}")
+        raise InputError(
+            f"`points` must have d = {hull.shape[1]} columns like `hull_points`; got shape {queries.shape}"
+        )
     tol = as_tol(tol, default=default_tol(hull_points))
     vertices = hull_vertices(hull, tol=tol)
     frame = affine_frame(np.unique(hull, axis=0), tol)

@@ -22,7 +22,7 @@ _BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (
 
 
 def default_tol(values):
-    """The default relative tolerance for data stored in the dtype of `values`.
+    """Return the default relative tolerance for data stored in the dtype of `values`.
 
     float64 and integers: 1e-9; float32: 1e-6; float16: 1e-3; bfloat16: 1e-2 -- about ten to a
     hundred units of rounding of the storage format, relative to the data's radius.
@@ -114,7 +114,7 @@ class Selectability:
         return self.n_unselectable / self.n
 
     def to_dict(self):
-        """A JSON-ready dictionary of the verdicts and their certificates."""
+        """Return a JSON-ready dictionary of the verdicts and their certificates."""
         return {
             "n": self.n,
             "d": self.d,
@@ -192,7 +192,7 @@ def _witness_scan(lifted, n, has_bias):
 
 
 def _lift(frame, bias):
-    """Normalized coordinates, with the normalized bias appended as the last coordinate when given."""
+    """Return normalized coordinates, with the normalized bias appended as the last coordinate when given."""
     if bias is None:
         return frame.coords, 1.0
     spread = float(np.abs(bias - bias.mean()).max())
@@ -202,7 +202,7 @@ def _lift(frame, bias):
 
 
 def _bias_witnesses(frame, lifted, keys, directions, bias_scale):
-    """Queries (original space) and exact normalized margins for unit witness directions in lifted space.
+    """Return queries (original space) and exact normalized margins for unit witness directions (lifted).
 
     A direction ``(u, beta)`` scores key ``j`` as ``u.y_j + beta * c_j`` (``c`` the normalized bias).
     When ``beta`` is tiny or negative the keys alone separate the key (the direction came from the
@@ -477,7 +477,7 @@ def verify_selectability(keys, result, *, bias=None):
 
 
 def hull_vertices(points, *, tol=None):
-    """Indices of the extreme points (vertices of the convex hull) of a point set.
+    """Return the indices of the extreme points (vertices of the convex hull) of a point set.
 
     Parameters
     ----------
