@@ -41,7 +41,7 @@ def add_args(parser):
     parser.add_argument("--workers", type=int, help="worker processes (default: all cores; 1 = no pool)")
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
     parser.add_argument("--resume", action="store_true", help="reuse the finished cells of DIR/results.json")
-    parser.add_argument("--no-plots", action="store_true", help="skip the heatmap PNGs")
+    parser.add_argument("--no-plots", action="store_true", help="skip the heatmap and theory-curve PNGs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -108,6 +108,35 @@ def save_heatmaps(result, out):
     return paths
 
 
+def save_theory_curves(result, out):
+    """Write ``fraction_vs_n.png``: the fraction against n per d, exact theory dashed, one panel per cell kind."""
+    from matplotlib.figure import Figure
+
+    from ..plotting import plot_fraction_vs_n
+
+    panels = [(dist, norm) for dist in result.labels("distribution") for norm in result.labels("normalization")]
+    figure = Figure(figsize=(5.0 * len(panels), 4.0), layout="constrained")
+    for ax, (distribution, normalization) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels,
+                                                 strict=True):
+        plot_fraction_vs_n(result, distribution=distribution, normalization=normalization, ax=ax)
+        ax.set_title(f"{distribution}, {normalization}")
+    path = Path(out) / "fraction_vs_n.png"
+    with atomic_output(path, "wb") as stream:
+        figure.savefig(stream, format="png", dpi=120)
+    return path
+
+
+def theory_agreement(result):
+    """One line comparing the Monte Carlo means with the exact theory, for the cells where it is known."""
+    known = [row for row in result if row.theory_fraction == row.theory_fraction]  # not NaN
+    if not known:
+        return "exact theory: not known for these cells"
+    inside = sum(row.fraction_low - 1e-12 <= row.theory_fraction <= row.fraction_high + 1e-12 for row in known)
+    worst = max(abs(row.fraction - row.theory_fraction) for row in known)
+    return (f"exact theory: {inside} of {len(known)} cells have it inside the 95% interval of the Monte Carlo "
+            f"mean; largest |mean - theory| = {worst:.4f}")
+
+
 def run(args):
     ns = parse_int_list(args.n, "--n")
     ds = parse_int_list(args.d, "--d")
@@ -158,10 +187,12 @@ def run(args):
     written = ["results.csv", "results.json"]
     if not args.no_plots:
         written += [path.name for path in save_heatmaps(result, out)]
+        written.append(save_theory_curves(result, out).name)
     timings = result.provenance["timings"]
     print(
         f"{len(result)} cells ({timings['cells_computed']} computed, {timings['cells_resumed']} resumed) in "
         f"{timings['total_seconds']:.1f} s with {timings['workers_used']} worker(s); wrote "
         f"{', '.join(written)} to {str(out)!r}"
     )
+    print(theory_agreement(result))
     return 0
