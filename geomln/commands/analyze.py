@@ -14,6 +14,7 @@ import numpy as np
 from .._files import atomic_output
 from ..analysis import NORMALIZATIONS, analyze_keys
 from ..errors import DataFileError, InputError
+from ..executors import EXECUTORS
 from ..io import load_array
 from ..keyfile import load_keys
 from ._output import write_text
@@ -47,6 +48,10 @@ def add_args(parser):
     parser.add_argument("--out", help="write the --format output to this file (atomically) instead of stdout")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="heatmap of the unselectable fraction per (layer, head)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: this process (default); dask: the Dask cluster at --scheduler, else a "
+                             "local Dask cluster (needs the dask extra)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://10.0.0.5:8786")
 
 
 def _load_bias(path):
@@ -91,7 +96,7 @@ def run(args):
     progress = sys.stderr.isatty() and keys.n_slices >= _PROGRESS_MIN_SLICES
     report = analyze_keys(keys, bias=bias, causal=args.causal, queries=args.queries,
                           normalization=args.normalization, tol=args.tol, query_norm=args.query_norm,
-                          progress=progress)
+                          progress=progress, executor=args.executor, scheduler=args.scheduler)
     table = report.to_table(per_slice=args.per_slice)
     text = {"table": table, "json": report.to_json(), "csv": report.to_csv()}[args.format]
     image = None if args.plot is None else _plot_bytes(report, Path(args.plot).suffix.lower())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .._files import atomic_output, ensure_directory
 from ..errors import GeomlnError, InputError
+from ..executors import EXECUTORS, ClusterError
 from ..montecarlo import DISTRIBUTIONS, NORMALIZATIONS, MonteCarloResult, estimate_unselectable
 from .theory import parse_int_list
 
@@ -39,6 +40,14 @@ def add_args(parser):
     parser.add_argument("--keys", help="key matrix for --distribution from_keys (any file geomln reads)")
     parser.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
     parser.add_argument("--workers", type=int, help="worker processes (default: all cores; 1 = no pool)")
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: this machine (default); dask: the Dask cluster at --scheduler, else a local Dask "
+        "cluster of --workers processes (needs the dask extra)",
+    )
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
     parser.add_argument("--resume", action="store_true", help="reuse the finished cells of DIR/results.json")
     parser.add_argument("--no-plots", action="store_true", help="skip the heatmap and theory-curve PNGs")
@@ -77,6 +86,10 @@ def _arguments(args):
         parts += ["--keys", args.keys]
     if args.workers:
         parts += ["--workers", str(args.workers)]
+    if args.executor != "local":
+        parts += ["--executor", args.executor]
+    if args.scheduler:
+        parts += ["--scheduler", args.scheduler]
     return parts
 
 
@@ -164,7 +177,13 @@ def run(args):
             keys=args.keys,
             checkpoint=checkpoint,
             resume=args.resume,
+            executor=args.executor,
+            scheduler=args.scheduler,
         )
+    except ClusterError as exc:
+        if checkpoint.exists():
+            raise ClusterError(f"{exc}: {_resume_command(_arguments(args))}") from None
+        raise
     except (GeomlnError, TypeError):
         if created and not any(out.iterdir()):
             out.rmdir()  # leave nothing behind for a run that failed on its input

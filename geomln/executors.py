@@ -1,0 +1,283 @@
+"""Where the cells of a Monte Carlo grid or the slices of a key analysis run: here, or on a Dask cluster.
+
+``executor="local"`` keeps the default paths (this process, or a process pool for the Monte Carlo);
+``executor="dask"`` sends chunks of work to a `Dask distributed <https://distributed.dask.org>`_ cluster:
+the scheduler at `scheduler` (``tcp://host:8786``) or, without an address, a ``LocalCluster`` on loopback.
+A ``distributed.Client`` may also be passed as the executor. Dask is an optional dependency
+(``pip install "geomln[dask]"``), imported only here and only when a Dask executor is asked for.
+"""
+
+import os
+import threading
+import time
+from concurrent.futures import CancelledError
+
+from ._validation import as_choice, as_positive_int
+from .errors import GeomlnError, InputError
+
+__all__ = [
+    "EXECUTORS",
+    "ClusterError",
+    "DaskMissingError",
+    "DaskRunner",
+    "chunk",
+    "estimated_seconds",
+    "import_distributed",
+    "resolve_executor",
+]
+
+EXECUTORS = ("local", "dask")
+#: what each Dask task should take at least, so that the scheduler's per-task overhead (~1 ms) stays small
+TARGET_TASK_SECONDS = 0.2
+#: retries of a task that raised (a worker that dies is handled by the scheduler, which reschedules its tasks)
+TASK_RETRIES = 1
+_EXTRA_HINT = 'install the optional extra: pip install "geomln[dask]"'
+
+
+class ClusterError(GeomlnError, RuntimeError):
+    """The Dask cluster failed: the scheduler cannot be reached or went away, or tasks kept killing workers."""
+
+
+class DaskMissingError(GeomlnError, ImportError):
+    """``executor="dask"`` was asked for but dask.distributed is not installed (an ImportError)."""
+
+
+def resolve_executor(executor, scheduler, workers):
+    """Validate ``executor``/``scheduler``/``workers``; return None for the local path, else a :class:`DaskRunner`.
+
+    Raises
+    ------
+    InputError
+        An unknown executor name (listing the choices), a `scheduler` with the local executor or with a
+        Client, or `workers` together with `scheduler` (the cluster then decides).
+    TypeError
+        An executor that is neither a name nor a ``distributed.Client``, or a `scheduler` that is not a string.
+    ImportError
+        ``executor="dask"`` without dask installed (the message names the ``dask`` extra).
+    """
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise TypeError(
+            f"`scheduler` must be an address string such as 'tcp://host:8786'; got "
+            f"{type(scheduler).__name__} {scheduler!r}"
+        )
+    if scheduler is not None and not scheduler.strip():
+        raise InputError("`scheduler` must be an address such as 'tcp://host:8786'; got an empty string")
+    if _is_client(executor):
+        if scheduler is not None:
+            raise InputError(
+                "`scheduler` is not used when `executor` is a distributed.Client (it is connected "
+                f"to {executor.scheduler.address}); pass one of them"
+            )
+        if workers is not None:
+            raise InputError(
+                f"`workers` sets the size of a local Dask cluster; a distributed.Client brings its own workers. "
+                f"Drop `workers` (got {workers})"
+            )
+        return DaskRunner(client=executor)
+    if not isinstance(executor, str):
+        raise TypeError(
+            f"`executor` must be 'local', 'dask' or a distributed.Client; got {type(executor).__name__} {executor!r}"
+        )
+    as_choice(executor, "executor", EXECUTORS)
+    if executor == "local":
+        if scheduler is not None:
+            raise InputError(f"`scheduler` {scheduler!r} needs executor='dask' (got executor='local')")
+        return None
+    import_distributed()
+    if scheduler is not None and workers is not None:
+        raise InputError(
+            f"`workers` sets the size of a local Dask cluster; with `scheduler` {scheduler!r} the "
+            f"cluster's own workers are used. Drop `workers` (got {workers})"
+        )
+    return DaskRunner(scheduler=scheduler, workers=workers)
+
+
+def _is_client(value):
+    return type(value).__name__ == "Client" and type(value).__module__.startswith("distributed")
+
+
+def import_distributed():
+    """Return the ``distributed`` module, or raise :class:`DaskMissingError` (an ImportError) naming the extra."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise DaskMissingError(
+            f"`executor` 'dask' needs dask.distributed, which is not installed; {_EXTRA_HINT}"
+        ) from exc
+    return distributed
+
+
+def estimated_seconds(n, calls, unit):
+    """Rough cost of `calls` engine calls on `n` keys; `unit` is the measured time of one call at n = 40.
+
+    The exact engine's time grows about linearly in n for random keys in moderate dimension (a fixed
+    ~0.3 ms plus ~0.025 ms per key on the reference machine); the dimension matters less. The estimate only
+    groups cheap cells into tasks: results never depend on it.
+    """
+    return calls * unit * (12.0 + n) / 52.0
+
+
+def chunk(items, costs, target=TARGET_TASK_SECONDS):
+    """Group `items` (most expensive first) into lists whose summed estimated cost reaches `target`.
+
+    Returns
+    -------
+    list of list
+        Every item exactly once; the chunks of expensive items come first, so that long tasks start early.
+    """
+    order = sorted(range(len(items)), key=lambda i: -costs[i])
+    chunks, current, total = [], [], 0.0
+    for i in order:
+        current.append(items[i])
+        total += costs[i]
+        if total >= target:
+            chunks.append(current)
+            current, total = [], 0.0
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+# ---- worker side -------------------------------------------------------------------------------------
+_WARM_LOCK = threading.Lock()
+_WARM = {}
+
+
+def warm_worker():
+    """Compile or load the engine kernels once per worker process; return (warm-up seconds, unit seconds).
+
+    The unit is the measured time of one engine call on 40 Gaussian keys in R^8 (the cost model's scale).
+    A second call in the same process returns (0.0, the stored unit).
+    """
+    with _WARM_LOCK:
+        if "unit" in _WARM:
+            return 0.0, _WARM["unit"]
+        import numpy as np
+
+        from ._montecarlo_cells import warmup
+        from .selectability import selectable_keys
+
+        warm = warmup()
+        sets = np.random.default_rng(0).standard_normal((8, 40, 8))
+        start = time.perf_counter()
+        for keys in sets:
+            selectable_keys(keys)
+        _WARM["unit"] = (time.perf_counter() - start) / len(sets)
+        return warm, _WARM["unit"]
+
+
+def run_chunk(function, shared, items):
+    """Dask task: ``[function(*shared, *item) for item in items]`` and the warm-up seconds it needed."""
+    warm, _ = warm_worker()
+    return [function(*shared, *item) for item in items], warm
+
+
+# ---- client side -------------------------------------------------------------------------------------
+class DaskRunner:
+    """A Dask client for one run: connects (or starts a LocalCluster) on enter, closes what it started on exit.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running scheduler; None starts a ``LocalCluster`` on 127.0.0.1 with `workers`
+        single-threaded worker processes (default ``os.cpu_count()``) and the dashboard on a free port.
+    workers : int, optional
+    client : distributed.Client, optional
+        An existing client (left open on exit).
+
+    Attributes
+    ----------
+    client : distributed.Client
+    description : dict
+        ``executor``, ``scheduler`` and ``dask_workers`` for a run's provenance.
+    warm_seconds : float
+        Summed warm-up time of the workers.
+    unit_seconds : float
+        Median measured time of one reference engine call on the workers (scales the cost model).
+    """
+
+    def __init__(self, *, scheduler=None, workers=None, client=None):
+        self.scheduler = scheduler
+        self.workers = None if workers is None else as_positive_int(workers, "workers")
+        self.client = client
+        self._owned = []
+        self.warm_seconds = 0.0
+        self.unit_seconds = 1e-3
+        self.description = {}
+
+    def __enter__(self):
+        distributed = import_distributed()
+        try:
+            if self.client is None and self.scheduler is not None:
+                self.client = distributed.Client(self.scheduler, set_as_default=False)
+                self._owned.append(self.client)
+            elif self.client is None:
+                cluster = distributed.LocalCluster(
+                    n_workers=self.workers or os.cpu_count() or 1,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0",
+                )
+                self._owned.append(cluster)
+                self.client = distributed.Client(cluster, set_as_default=False)
+                self._owned.insert(0, self.client)
+            warm = self.client.run(warm_worker)
+        except (OSError, TimeoutError) as exc:
+            self.__exit__(None, None, None)
+            where = f"the Dask scheduler at `scheduler` {self.scheduler!r}" if self.scheduler else "Dask"
+            raise ClusterError(
+                f"cannot connect to {where}: {exc}. Start one with `dask scheduler` (and "
+                "`dask worker tcp://host:8786` on each machine), or omit `scheduler` for a "
+                "local cluster"
+            ) from None
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        if not warm:
+            self.__exit__(None, None, None)
+            raise ClusterError(
+                f"the Dask scheduler at {self.client.scheduler.address} has no workers; start "
+                f"some with `dask worker {self.client.scheduler.address}`"
+            )
+        units = sorted(unit for _, unit in warm.values())
+        self.warm_seconds = sum(seconds for seconds, _ in warm.values())
+        self.unit_seconds = units[len(units) // 2]
+        self.description = {"executor": "dask", "scheduler": self.client.scheduler.address, "dask_workers": len(warm)}
+        return self
+
+    def __exit__(self, *exc_info):
+        for thing in self._owned:
+            thing.close()
+        self._owned = []
+        return False
+
+    def run(self, function, chunks, shared=()):
+        """Run every chunk as one task; yield ``(chunk, results)`` in order of completion.
+
+        `shared` (e.g. the Monte Carlo context with its key pool) is sent to every worker once. Failures
+        of the cluster raise :class:`ClusterError`; errors raised by `function` propagate unchanged.
+        """
+        distributed = import_distributed()
+        client = self.client
+        futures = {}
+        try:
+            shared_futures = [client.scatter(value, broadcast=True, hash=False) for value in shared]
+            for items in chunks:
+                future = client.submit(run_chunk, function, shared_futures, items, retries=TASK_RETRIES, pure=False)
+                futures[future] = items
+            for future in distributed.as_completed(futures, loop=client.loop):
+                results, warm = future.result()
+                self.warm_seconds += warm
+                yield futures.pop(future), results
+        except distributed.KilledWorker as exc:
+            raise ClusterError(
+                f"a task kept killing Dask workers and was given up ({exc}); look at the workers' logs (out of memory?)"
+            ) from None
+        except (distributed.comm.CommClosedError, OSError, TimeoutError, CancelledError) as exc:
+            raise ClusterError(
+                f"lost the Dask cluster at {self.description.get('scheduler')} ({type(exc).__name__}: {exc})"
+            ) from None
+        finally:
+            if futures:
+                client.cancel(list(futures))
