@@ -35,8 +35,10 @@ PUBLISHED_PATIENCE = 100
 class BaselineResult:
     """Verdicts of one baseline on the keys ``indices``.
 
-    ``failures`` lists ``(key, message)`` for keys where the method errored or returned an unusable
-    status (they count as unselectable in ``selectable_mask``, as in the original code); ``details``
+    ``failures`` lists ``(key, message)`` for keys where a solver returned an unusable status or a
+    check failed. The published method keeps its verdict for them (a non-optimal LP means "bounded" in
+    the original code); the membership LP has no verdict for them and lists them in ``no_verdict``
+    (their ``selectable_mask`` entry is meaningless). ``details``
     holds method-specific counters and ``setup_seconds``, the one-off cost (rank check, matrix
     construction) that does not grow with the number of keys tested.
     """
@@ -45,6 +47,7 @@ class BaselineResult:
     selectable_mask: np.ndarray
     failures: list = field(default_factory=list)
     details: dict = field(default_factory=dict)
+    no_verdict: set = field(default_factory=set)
 
 
 def _indices(n, indices):
@@ -134,9 +137,7 @@ def published_method(keys, bias=None, *, indices=None, patience=PUBLISHED_PATIEN
             result.details["heuristic_selectable"] += 1
         else:
             result.details["lp_solved"] += 1
-            selectable, point, status, message = chebyshev_lp(
-                keys, bias, key, feasibility_tol=feasibility_tol
-            )
+            selectable, point, status, message = chebyshev_lp(keys, bias, key, feasibility_tol=feasibility_tol)
             result.details["lp_status"][status] = result.details["lp_status"].get(status, 0) + 1
             if status not in (0, 2):
                 result.failures.append((int(key), f"HiGHS status {status}: {message}"))
@@ -161,9 +162,7 @@ def membership_lp(keys, bias=None, *, indices=None):
     mask = np.ones(idx.size, dtype=bool)
     start = time.perf_counter()
     a_eq_full = np.vstack([keys.T, np.ones((1, n))])
-    result = BaselineResult(
-        idx, mask, details={"lp_status": {}, "setup_seconds": time.perf_counter() - start}
-    )
+    result = BaselineResult(idx, mask, details={"lp_status": {}, "setup_seconds": time.perf_counter() - start})
     for slot, key in enumerate(idx):
         keep = np.ones(n, dtype=bool)
         keep[key] = False
@@ -173,16 +172,14 @@ def membership_lp(keys, bias=None, *, indices=None):
         if bias is not None:
             a_ub = -bias[keep][None, :]
             b_ub = [-bias[key]]
-        res = linprog(
-            np.zeros(n - 1), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs"
-        )
+        res = linprog(np.zeros(n - 1), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
         result.details["lp_status"][int(res.status)] = result.details["lp_status"].get(int(res.status), 0) + 1
         if res.status == 0:
             mask[slot] = False
         elif res.status == 2:
             mask[slot] = True
         else:
-            mask[slot] = False
+            result.no_verdict.add(int(key))
             result.failures.append((int(key), f"HiGHS status {res.status}: {res.message}"))
     return result
 

@@ -113,7 +113,7 @@ def make_cases(quick):
             "n4096_d128",
             4096,
             128,
-            {"a": q(200, 20), "b": q(5, 2), "c": qhull_skip(4096, 128), "d": q(3, 1)},
+            {"a": q(200, 20), "b": q(5, 2), "c": qhull_skip(4096, 128), "d": 1},
             target="< 1 s",
         )
     )
@@ -273,7 +273,8 @@ def compare(case, set_index, letter, geo, res, disagreements):
     import numpy as np
 
     mine = geo.selectable_mask[res.indices]
-    differ = np.flatnonzero(mine != res.selectable_mask)
+    decided = np.array([int(key) not in res.no_verdict for key in res.indices], dtype=bool)
+    differ = np.flatnonzero((mine != res.selectable_mask) & decided)
     failed = {key for key, _ in res.failures}
     for slot in differ:
         key = int(res.indices[slot])
@@ -291,7 +292,7 @@ def compare(case, set_index, letter, geo, res, disagreements):
                 "reproducer": reproducer(case, set_index, [key]),
             }
         )
-    return differ.size, len(failed), res.indices.size
+    return differ.size, len(failed), int(decided.sum())
 
 
 def bench_case(case, args, letters, disagreements):
@@ -299,16 +300,18 @@ def bench_case(case, args, letters, disagreements):
     import numpy as np
 
     rows = []
-    geo_times, geo_first, results, fractions, borderline = [], [], [], [], 0
+    import geomln
+
+    geo_times, geo_first, results, fractions, borderline, bad_certificates = [], [], [], [], 0, 0
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for s in range(case.sets):
         keys, bias = case_data(case, s)
-        geo, seconds, samples, first = time_geomln(
-            keys, bias, args.repeats if case.sets == 1 else args.set_repeats
-        )
+        geo, seconds, samples, first = time_geomln(keys, bias, args.repeats if case.sets == 1 else args.set_repeats)
         geo_times.append(seconds)
         geo_first.append(first)
         fractions.append(geo.fraction_unselectable)
+        if args.verify and case.name != "softmax":
+            bad_certificates += int(geomln.verify_selectability(keys, geo, bias=bias).size)
         borderline += int(geo.borderline_mask.sum())
         if s < case.baseline_sets:
             results.append(geo)
@@ -323,6 +326,23 @@ def bench_case(case, args, letters, disagreements):
     geo_row.notes.append(f"{100 * float(np.mean(fractions)):.1f}% unselectable")
     if borderline:
         geo_row.notes.append(f"{borderline} borderline")
+    if args.verify and case.name != "softmax":
+        geo_row.agree = "certificates OK" if bad_certificates == 0 else f"{bad_certificates} BAD CERTIFICATES"
+        if bad_certificates:
+            disagreements.append(
+                {
+                    "case": case.name,
+                    "set": "any",
+                    "baseline": "verify_selectability",
+                    "key": -1,
+                    "geomln": None,
+                    "baseline_says": None,
+                    "geomln_borderline": None,
+                    "geomln_margin": None,
+                    "baseline_failure": f"{bad_certificates} certificates rejected by geomln.verify_selectability",
+                    "reproducer": reproducer(case, 0, []),
+                }
+            )
     if case.sets == 1:
         geo_row.notes.append(f"first in-process call {first:.3g} s")
     if case.bias or case.name == "softmax":
@@ -342,7 +362,7 @@ def bench_case(case, args, letters, disagreements):
         if case.bias and letter == "c":
             row.how = "skipped: no bias support"
             continue
-        times, n_differ, n_failed, n_checked = [], 0, 0, 0
+        times, n_differ, n_failed, n_checked, failure_messages = [], 0, 0, 0, []
         error = None
         for s in range(case.baseline_sets):
             keys, bias = case_data(case, s)
@@ -363,6 +383,7 @@ def bench_case(case, args, letters, disagreements):
                 elapsed = setup + (elapsed - setup) * case.n / indices.size
             times.append(elapsed)
             differ, failed, checked = compare(case, s, letter, results[s], res, disagreements)
+            failure_messages += [msg for _, msg in res.failures]
             n_differ, n_failed, n_checked = n_differ + differ, n_failed + failed, n_checked + checked
         if error is not None:
             row.how = f"FAILED after {times[-1]:.3g} s ({error})"
@@ -371,16 +392,18 @@ def bench_case(case, args, letters, disagreements):
         row.seconds = float(np.median(times))
         row.ratio = row.seconds / geo_seconds
         if isinstance(plan, int) and plan < case.n:
-            row.how = f"extrapolated from {plan} random keys" + (
-                " (per-row cdd.redundant)" if letter == "d" else ""
-            )
+            row.how = f"extrapolated from {plan} random keys" + (" (per-row cdd.redundant)" if letter == "d" else "")
         else:
             row.how = "full" + (f", median over {case.baseline_sets} sets" if case.baseline_sets > 1 else "")
         row.agree = "yes" if n_differ == 0 else f"NO: {n_differ} of {n_checked}"
         if n_failed:
-            row.notes.append(f"{n_failed} solver failures")
+            kinds = sorted({msg.split(":")[0] for msg in failure_messages})
+            if letter == "b":
+                row.notes.append(f"{n_failed} keys without verdict ({', '.join(kinds)}), not compared")
+            else:
+                row.notes.append(f"{n_failed} solver failures ({', '.join(kinds)}); verdict kept as in the original")
         print(
-            f"  {letter}: {row.seconds:.4g} s ({row.how}); {row.ratio:.1f}x geomln; agree: {row.agree}"
+            f"  {letter}: {row.seconds:.4g} s ({row.how}); {row.ratio:.3g}x geomln; agree: {row.agree}"
             + (f"; {'; '.join(row.notes)}" if row.notes else ""),
             flush=True,
         )
@@ -443,8 +466,7 @@ def targets(rows, cases):
                     f"{name}: no slower than Qhull",
                     "Qhull not run"
                     if r is None
-                    else f"geomln {fmt_seconds(geo[name].seconds)} vs Qhull "
-                    f"{fmt_seconds(by[(name, '(c)')].seconds)}",
+                    else f"geomln {fmt_seconds(geo[name].seconds)} vs Qhull {fmt_seconds(by[(name, '(c)')].seconds)}",
                     None if r is None else r >= 1.0,
                 )
             )
@@ -542,6 +564,9 @@ def render(command, info, load, compile_times, rows, target_lines, disagreements
     if not disagreements:
         lines.append("None: every baseline verdict that was computed matches geomln's.")
     for item in disagreements:
+        if item["key"] == -1:
+            lines.append(f'- {item["case"]}: {item["baseline_failure"]}\n  `python -c "{item["reproducer"]}"`')
+            continue
         lines.append(
             f"- {item['case']} set {item['set']} key {item['key']}: geomln says "
             f"{'selectable' if item['geomln'] else 'unselectable'}, baseline ({item['baseline']}) says "
@@ -577,12 +602,8 @@ def write_atomic(path, text):
 
 
 def parse_args(argv):
-    default_cases = (
-        "n60_d3,n60_d8,n60_d15,n1024_d8,n10000_d8,n4096_d64,n4096_d128,n100000_d2,n100000_d3,n100000_d4"
-    )
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    default_cases = "n60_d3,n60_d8,n60_d15,n1024_d8,n10000_d8,n4096_d64,n4096_d128,n100000_d2,n100000_d3,n100000_d4"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--cases",
         default=default_cases,
@@ -592,18 +613,20 @@ def parse_args(argv):
         "--repeats", type=int, default=5, help="timed geomln calls per case after the first (default 5)"
     )
     parser.add_argument("--threads", type=int, default=1, help="numba and BLAS threads (default 1)")
-    parser.add_argument(
-        "--baselines", default="a,b,c,d", help="comma-separated subset of a,b,c,d (default all)"
-    )
+    parser.add_argument("--baselines", default="a,b,c,d", help="comma-separated subset of a,b,c,d (default all)")
     parser.add_argument("--quick", action="store_true", help="small subsets, fewer sets, no Qhull at n=1024")
-    parser.add_argument(
-        "--softmax", action="store_true", help="add the n=50,257, d=768 case with bias (minutes)"
-    )
+    parser.add_argument("--softmax", action="store_true", help="add the n=50,257, d=768 case with bias (minutes)")
     parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="measure cold and warm-cache compile time in subprocesses (deletes geomln's numba cache)",
+    )
+    parser.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="check geomln's certificates with geomln.verify_selectability (untimed; not for softmax)",
     )
     parser.add_argument(
         "--output",
@@ -631,9 +654,7 @@ def main(argv=None):
     letters = [b for b in args.baselines.split(",") if b]
     bad = [b for b in letters if b not in BASELINE_NAMES]
     if unknown or bad:
-        parser.error(
-            f"unknown cases {unknown} (choose from {sorted(cases)}) or baselines {bad} (choose from a,b,c,d)"
-        )
+        parser.error(f"unknown cases {unknown} (choose from {sorted(cases)}) or baselines {bad} (choose from a,b,c,d)")
 
     command = "python " + shlex.join(
         ["benchmarks/bench_selectability.py", *sys.argv[1:]]
