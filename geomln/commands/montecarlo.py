@@ -121,17 +121,22 @@ def save_heatmaps(result, out):
     return paths
 
 
-def save_theory_curves(result, out):
-    """Write ``fraction_vs_n.png``: the fraction against n per d, exact theory dashed, one panel per cell kind."""
+def save_theory_curves(result, out, *, max_curves=5):
+    """Write ``fraction_vs_n.png``: Monte Carlo fraction against n with the exact theory dashed.
+
+    Up to `max_curves` evenly spaced d are drawn, one panel per (distribution, normalization).
+    """
     from matplotlib.figure import Figure
 
     from ..plotting import plot_fraction_vs_n
 
+    ds = sorted({row.d for row in result})
+    shown = [ds[i] for i in sorted({round(k * (len(ds) - 1) / max(max_curves - 1, 1)) for k in range(max_curves)})]
     panels = [(dist, norm) for dist in result.labels("distribution") for norm in result.labels("normalization")]
     figure = Figure(figsize=(5.0 * len(panels), 4.0), layout="constrained")
     for ax, (distribution, normalization) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels,
                                                  strict=True):
-        plot_fraction_vs_n(result, distribution=distribution, normalization=normalization, ax=ax)
+        plot_fraction_vs_n(result, d=shown, distribution=distribution, normalization=normalization, ax=ax)
         ax.set_title(f"{distribution}, {normalization}")
     path = Path(out) / "fraction_vs_n.png"
     with atomic_output(path, "wb") as stream:
