@@ -10,6 +10,7 @@ A ``distributed.Client`` may also be passed as the executor. Dask is an optional
 import os
 import threading
 import time
+import warnings
 from concurrent.futures import CancelledError
 
 from ._validation import as_choice, as_positive_int
@@ -117,14 +118,17 @@ def estimated_seconds(n, calls, unit):
     return calls * unit * (12.0 + n) / 52.0
 
 
-def chunk(items, costs, target=TARGET_TASK_SECONDS):
+def chunk(items, costs, target=None):
     """Group `items` (most expensive first) into lists whose summed estimated cost reaches `target`.
+
+    `target` defaults to ``TARGET_TASK_SECONDS`` (0.2 s).
 
     Returns
     -------
     list of list
         Every item exactly once; the chunks of expensive items come first, so that long tasks start early.
     """
+    target = TARGET_TASK_SECONDS if target is None else target
     order = sorted(range(len(items)), key=lambda i: -costs[i])
     chunks, current, total = [], [], 0.0
     for i in order:
@@ -164,6 +168,11 @@ def warm_worker():
             selectable_keys(keys)
         _WARM["unit"] = (time.perf_counter() - start) / len(sets)
         return warm, _WARM["unit"]
+
+
+def shared_value(value):
+    """Dask task holding a value every chunk needs: recomputable, unlike scattered data, if its worker dies."""
+    return value
 
 
 def run_chunk(function, shared, items):
@@ -235,10 +244,10 @@ class DaskRunner:
             self.__exit__(None, None, None)
             raise
         if not warm:
+            address = self.client.scheduler.address
             self.__exit__(None, None, None)
             raise ClusterError(
-                f"the Dask scheduler at {self.client.scheduler.address} has no workers; start "
-                f"some with `dask worker {self.client.scheduler.address}`"
+                f"the Dask scheduler at {address} has no workers; start some with `dask worker {address}`"
             )
         units = sorted(unit for _, unit in warm.values())
         self.warm_seconds = sum(seconds for seconds, _ in warm.values())
@@ -255,14 +264,17 @@ class DaskRunner:
     def run(self, function, chunks, shared=()):
         """Run every chunk as one task; yield ``(chunk, results)`` in order of completion.
 
-        `shared` (e.g. the Monte Carlo context with its key pool) is sent to every worker once. Failures
+        `shared` (e.g. the Monte Carlo context with its key pool) goes to the scheduler once, as a task of
+        its own rather than scattered data, so that it is recomputed when the workers holding it die. Failures
         of the cluster raise :class:`ClusterError`; errors raised by `function` propagate unchanged.
         """
         distributed = import_distributed()
         client = self.client
         futures = {}
         try:
-            shared_futures = [client.scatter(value, broadcast=True, hash=False) for value in shared]
+            with warnings.catch_warnings():  # a large key pool is sent once, on purpose
+                warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+                shared_futures = [client.submit(shared_value, value, pure=False) for value in shared]
             for items in chunks:
                 future = client.submit(run_chunk, function, shared_futures, items, retries=TASK_RETRIES, pure=False)
                 futures[future] = items
