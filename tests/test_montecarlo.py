@@ -405,6 +405,7 @@ def test_cli_writes_table_json_and_heatmaps(tmp_path, capsys):
     )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        "fraction_vs_n.png",
         "heatmap_any_unselectable.png",
         "heatmap_fraction.png",
         "results.csv",
@@ -417,7 +418,9 @@ def test_cli_writes_table_json_and_heatmaps(tmp_path, capsys):
         [4, 8, 12], [2, 3], trials=5, normalization=["none", "layernorm"], **FAST
     )
     assert table(result) == table(expected)
-    assert "12 cells (12 computed, 0 resumed)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "12 cells (12 computed, 0 resumed)" in printed
+    assert "exact theory: 12 of 12 cells have it inside the 95% interval" in printed
     assert (
         main(
             [
