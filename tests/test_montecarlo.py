@@ -420,7 +420,7 @@ def test_cli_writes_table_json_and_heatmaps(tmp_path, capsys):
     assert table(result) == table(expected)
     printed = capsys.readouterr().out
     assert "12 cells (12 computed, 0 resumed)" in printed
-    assert "exact theory: 12 of 12 cells have it inside the 95% interval" in printed
+    assert "exact theory: 9 of 9 cells have it inside the 95% interval" in printed
     assert (
         main(
             [
