@@ -6,10 +6,19 @@ LayerNorm geometry
     :func:`project`, :func:`scale`, :func:`layer_norm`, :func:`factorized_layer_norm`, :func:`rms_norm`.
 Angles
     :func:`angle_to`, :func:`angle_to_ones`, :func:`fit_hyperplane`, :func:`angle_to_hyperplane`.
-Files
-    :func:`load_array`.
+Selectable keys (exact, with certificates)
+    :func:`selectable_keys`, :func:`verify_selectability`, :func:`hull_vertices`, :func:`in_hull`,
+    :func:`default_tol`.
+Convex hulls with facets (affine rank <= 3 in numba, <= 6 via Qhull)
+    :func:`convex_hull`.
+Gaussian theory and Monte Carlo
+    :func:`expected_vertices_gaussian`, :func:`unselectable_fraction_gaussian`, :func:`estimate_unselectable`.
+Keys saved from models
+    :func:`load_keys`, :func:`save_keys`, :func:`analyze_keys`, :func:`max_attention`, :func:`load_array`.
 
-Nothing is compiled at import: numba kernels compile (or load from cache) on first use.
+Plots are in :mod:`geomln.plotting`, PyTorch capture in :mod:`geomln.capture`, the paper's experiments in
+:mod:`geomln.experiments` (both need the ``torch`` extra). Nothing is compiled at import: numba kernels
+compile (or load from their on-disk cache) on first use.
 """
 
 from ._version import __version__
