@@ -8,7 +8,6 @@ Distances and margins in these coordinates are therefore relative to ``s``.
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
 
 from . import _selectability_kernels as kernels
 
@@ -147,6 +146,7 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
 
 def _solve_with_lp(points, n, key, ray, tol, slot, status, distance, margin, direction, support, weights):
     """Exact fallback for a key where Wolfe's algorithm stalled: two HiGHS linear programs."""
+    from scipy.optimize import linprog  # imported here: scipy.optimize alone would double geomln's import time
     others = np.setdiff1d(np.arange(n), [key])
     lifted = points[others]
     target = points[key]
