@@ -19,6 +19,7 @@ distributed = pytest.importorskip("distributed")
 import dask  # noqa: E402
 
 import geomln  # noqa: E402
+import geomln.commands.montecarlo  # noqa: E402
 from geomln import analyze_keys, cli, estimate_unselectable, save_keys  # noqa: E402
 from geomln.executors import ClusterError, DaskMissingError, chunk, estimated_seconds  # noqa: E402
 
@@ -43,6 +44,18 @@ class Doomed:
                 os._exit(1)
             if self.mode == "poison" and Path(self.path).exists():
                 os._exit(1)
+        return rng.standard_normal((n, d))
+
+
+class Faulty:
+    """Gaussian keys, except that inside a Dask worker the cell ``(n, d) == fail_at`` raises FileNotFoundError."""
+
+    def __init__(self, fail_at=None):
+        self.fail_at = fail_at
+
+    def __call__(self, rng, n, d):
+        if (n, d) == self.fail_at and _in_worker():
+            raise FileNotFoundError(f"sampler data for n={n} is missing")
         return rng.standard_normal((n, d))
 
 
@@ -86,8 +99,10 @@ def test_grid_on_a_client_equals_the_local_grid_bit_for_bit(cluster):
     there = estimate_unselectable(**GRID, executor=client)
     assert len(there) == 4 * 2 * 2 * 2
     assert table(there) == table(here)
-    assert there.provenance["executor"] == {"executor": "dask", "scheduler": local.scheduler_address,
-                                            "dask_workers": 2}
+    executor = there.provenance["executor"]
+    assert {k: executor[k] for k in ("executor", "scheduler", "dask_workers")} == {
+        "executor": "dask", "scheduler": local.scheduler_address, "dask_workers": 2}
+    assert 1 <= executor["tasks"] < 2 * 4 * 2  # cheap cells (distribution, n, d) are grouped into tasks
     assert there.provenance["timings"]["workers_used"] == 2
     assert client.status == "running"  # a client passed in is left open
 
@@ -149,6 +164,32 @@ def test_cluster_failure_keeps_the_checkpoint_and_resume_finishes_identically(cl
     here = estimate_unselectable(**grid, distribution=Doomed(), workers=1)
     assert table(resumed) == table(here)
     assert resumed.provenance["timings"]["cells_resumed"] == len(partial)
+
+
+def test_an_error_raised_in_a_task_propagates_unchanged(cluster, tmp_path):
+    _, client = cluster
+    checkpoint = tmp_path / "run.json"
+    with pytest.raises(FileNotFoundError, match=r"sampler data for n=9 is missing"):  # an OSError, not a cluster one
+        estimate_unselectable([5, 9], 3, trials=3, distribution=Faulty((9, 3)), executor=client,
+                              checkpoint=checkpoint, progress=False)
+    assert not checkpoint.exists()  # as in a local run: a failed fresh run leaves no partial file
+
+
+def test_cli_cluster_failure_prints_the_resume_command(monkeypatch, tmp_path, capsys):
+    def lose_the_cluster(*args, checkpoint, **kwargs):
+        checkpoint.write_text("{}")
+        raise ClusterError("lost the Dask cluster at tcp://127.0.0.1:8786 (CancelledError: x); the 3 finished "
+                           "cells are saved")
+
+    monkeypatch.setattr(geomln.commands.montecarlo, "estimate_unselectable", lose_the_cluster)
+    out = tmp_path / "run"
+    argv = ["montecarlo", "--n", "5:9", "--d", "3", "--out", str(out), "--executor", "dask", "--scheduler",
+            "tcp://127.0.0.1:8786"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("geomln: error: lost the Dask cluster")
+    assert err[0].endswith(f"--out {out} --executor dask --scheduler tcp://127.0.0.1:8786 --resume")
+    assert (out / "results.json").exists()
 
 
 def test_analyze_keys_on_dask_equals_the_local_report(cluster, rng):
