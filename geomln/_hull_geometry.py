@@ -68,14 +68,30 @@ def affine_frame(points, tol):
 
 @dataclass
 class Decisions:
-    """Per-key outcome of :func:`decide` (arrays aligned with the tested keys)."""
+    """Per-key outcome of :func:`decide` (arrays aligned with the tested keys).
+
+    ``support`` holds the ids of each key's convex combination packed at the front of its row and padded
+    with -1 (width ``2 * dim + 2``, enough for a basic solution of the LP fallback); ``weights`` likewise.
+    """
 
     status: np.ndarray
     distance: np.ndarray
     margin: np.ndarray
     direction: np.ndarray
-    support: list
-    weights: list
+    support: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def empty(cls, count, dim):
+        """Decisions for `count` keys, all STALLED (undecided) until filled."""
+        return cls(np.full(count, kernels.STALLED, dtype=np.int8), np.full(count, np.inf), np.full(count, -np.inf),
+                   np.zeros((count, dim)), np.full((count, 2 * dim + 2), -1, dtype=np.intp),
+                   np.zeros((count, 2 * dim + 2)))
+
+    def combination(self, slot):
+        """Return the (ids, weights) of key `slot`'s convex combination."""
+        used = int((self.support[slot] >= 0).sum())
+        return self.support[slot, :used], self.weights[slot, :used]
 
 
 def _seed_candidates(points, n, seeds):
@@ -111,12 +127,7 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
     low, high = tol / BORDERLINE_FACTOR, tol * BORDERLINE_FACTOR
     dim = points.shape[1]
     count = keys.shape[0]
-    status = np.empty(count, dtype=np.int8)
-    distance = np.empty(count)
-    margin = np.empty(count)
-    direction = np.zeros((count, dim))
-    support = [None] * count
-    weights = [None] * count
+    decisions = Decisions.empty(count, dim)
     candidates = _seed_candidates(points, n, seeds)
     sites = points[:n]
     if ray > 0:
@@ -133,19 +144,20 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
         result = kernel(points, keys[pending], n, ray > 0, candidates, np.ascontiguousarray(sites_t[:, candidates]),
                         site_norm2[candidates], sites_t, low, high, max_major)
         st, dist, marg, direc, supp, wts, violator = result
-        status[pending], distance[pending], margin[pending], direction[pending] = st, dist, marg, direc
-        for row, (slot, used) in enumerate(zip(pending, (supp >= 0).sum(axis=1), strict=True)):
-            support[slot], weights[slot] = supp[row, :used], wts[row, :used]  # supports are packed at the front
+        decisions.status[pending], decisions.distance[pending], decisions.margin[pending] = st, dist, marg
+        decisions.direction[pending] = direc
+        decisions.support[pending, : supp.shape[1]], decisions.weights[pending, : wts.shape[1]] = supp, wts
         need = st == kernels.NEED_POINT
         candidates = np.union1d(candidates, violator[need])
         pending = pending[need]
-    for slot in np.flatnonzero(status == kernels.STALLED):
-        _solve_with_lp(points, n, keys[slot], ray, tol, slot, status, distance, margin, direction, support, weights)
-    return Decisions(status, distance, margin, direction, support, weights)
+    for slot in np.flatnonzero(decisions.status == kernels.STALLED):
+        solve_with_lp(points, n, keys[slot], ray, tol, slot, decisions)
+    return decisions
 
 
-def _solve_with_lp(points, n, key, ray, tol, slot, status, distance, margin, direction, support, weights):
-    """Exact fallback for a key where Wolfe's algorithm stalled: two HiGHS linear programs."""
+def solve_with_lp(points, n, key, ray, tol, slot, decisions):
+    """Decide key `slot` exactly with two HiGHS linear programs (the fallback where Wolfe's algorithm stalled)."""
+    status, distance, margin, direction = decisions.status, decisions.distance, decisions.margin, decisions.direction
     from scipy.optimize import linprog  # imported here: scipy.optimize alone would double geomln's import time
     others = np.setdiff1d(np.arange(n), [key])
     lifted = points[others]
@@ -175,8 +187,10 @@ def _solve_with_lp(points, n, key, ray, tol, slot, status, distance, margin, dir
         if with_ray:
             residual[-1] -= member.x[m]
         residual_norm = float(np.linalg.norm(residual))
-        used = lam > 1e-14
-        support[slot], weights[slot] = others[used], lam[used] / lam[used].sum()
+        used = np.flatnonzero(lam > 1e-14)
+        decisions.support[slot] = -1
+        decisions.support[slot, : used.size] = others[used]
+        decisions.weights[slot, : used.size] = lam[used] / lam[used].sum()
         distance[slot] = residual_norm
         if residual_norm <= tol:
             status[slot] = kernels.CONVERGED if residual_norm > tol / BORDERLINE_FACTOR else kernels.UNSELECTABLE

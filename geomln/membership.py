@@ -132,7 +132,8 @@ def in_hull(points, hull_points, *, tol=None):
             distances[near] = np.hypot(decisions.distance, off_distance[near])
             for slot, j in enumerate(near):
                 if is_inside[slot]:
-                    combinations[int(j)] = (vertices[decisions.support[slot]], decisions.weights[slot])
+                    ids, weights = decisions.combination(slot)
+                    combinations[int(j)] = (vertices[ids], weights)
                 else:
                     directions[j] = frame.to_original_direction(decisions.direction[slot])
                     margins[j] = decisions.margin[slot]

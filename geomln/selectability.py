@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _selectability_kernels as kernels
-from ._hull_geometry import BORDERLINE_FACTOR, RAY_LENGTH, affine_frame, decide
+from ._hull_geometry import BORDERLINE_FACTOR, RAY_LENGTH, Decisions, affine_frame, decide, solve_with_lp
 from ._validation import as_choice, as_points, as_tol, as_vector
 from .errors import InputError
 
@@ -19,6 +19,7 @@ __all__ = ["Selectability", "selectable_keys", "verify_selectability", "hull_ver
 METHODS = ("auto", "wolfe", "lp")
 _DEFAULT_TOL = {"float64": 1e-9, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
 _BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (64 MiB)
+_SCAN_SAMPLE = 2048  # keys whose directions are scanned first (all of them when most certify themselves)
 
 
 def default_tol(values):
@@ -142,7 +143,7 @@ def _find_duplicates(rows):
     # fast path: identical rows have identical projections, so distinct projections rule duplicates out
     projection = np.sort(rows @ np.linspace(1.0, 2.0, rows.shape[1]))
     if not np.any(projection[1:] == projection[:-1]):
-        return np.full(n, -1, dtype=np.intp), np.arange(n), np.arange(n)
+        return np.full(n, -1, dtype=np.intp), np.arange(n)
     _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     counts = np.bincount(inverse)
@@ -157,16 +158,21 @@ def _find_duplicates(rows):
         group_start = starts[inverse]
         next_position = group_start + (position - group_start + 1) % counts[inverse]
         duplicate_of[repeated] = order[next_position[repeated]]
-    return duplicate_of, np.sort(first), inverse
+    return duplicate_of, np.sort(first)
 
 
 def _witness_scan(lifted, n, has_bias):
-    """Score every key against the direction of every key; return each key's best certified margin.
+    """Score all keys against the directions of keys; return each key's best certified margin and direction.
 
-    Direction ``i`` is the key's own normalized coordinates; with a bias (the last lifted coordinate) its
+    Direction ``i`` is key ``i``'s own normalized coordinates; with a bias (the last lifted coordinate) its
     bias weight is 0, so it certifies keys that are strict vertices of the keys' own hull, which stay
-    selectable with a large enough query whatever the bias (see :func:`_bias_witnesses`). The
-    strict argmax of every direction is certified by that direction.
+    selectable with a large enough query whatever the bias (see :func:`_bias_witnesses`). The strict argmax
+    of every direction is certified by that direction.
+
+    The scan costs ``O(rows * n * d)``. It starts with a fixed sample of at most ``_SCAN_SAMPLE`` keys and
+    goes on over all keys only when most sampled keys certified themselves (most keys are vertices, as in
+    high dimension); otherwise most keys are interior, the sample's winners seed the working set, and the
+    interior keys are settled far more cheaply by Wolfe's algorithm than by an ``n x n`` scan.
     """
     directions = lifted.copy()
     if has_bias:
@@ -175,20 +181,36 @@ def _witness_scan(lifted, n, has_bias):
     norms[norms == 0] = np.inf
     best_margin = np.full(n, -np.inf)
     best_direction = np.zeros(n, dtype=np.intp)
+    if n <= _SCAN_SAMPLE:
+        _scan_rows(lifted, directions, norms, np.arange(n), best_margin, best_direction)
+    else:
+        sample = np.sort(np.random.default_rng(0).choice(n, _SCAN_SAMPLE, replace=False))
+        own = _scan_rows(lifted, directions, norms, sample, best_margin, best_direction)
+        if own.mean() > 0.5:
+            rest = np.setdiff1d(np.arange(n), sample)
+            _scan_rows(lifted, directions, norms, rest, best_margin, best_direction)
+    unit = directions[best_direction] / norms[best_direction, None]
+    return best_margin, unit
+
+
+def _scan_rows(lifted, directions, norms, rows_to_scan, best_margin, best_direction):
+    """Scan the directions of `rows_to_scan` blockwise, updating the best margins; return own-win flags."""
+    n = lifted.shape[0]
+    own_win = np.zeros(rows_to_scan.size, dtype=bool)
     block = max(1, _BLOCK_ENTRIES // n)
-    for start in range(0, n, block):
-        rows = np.arange(start, min(n, start + block))
+    for start in range(0, rows_to_scan.size, block):
+        rows = rows_to_scan[start:start + block]
         scores = np.ascontiguousarray(directions[rows] @ lifted.T)
         winner, top, second = kernels.top_two(scores, rows, False)
         margins = (top - second) / norms[rows]
+        own_win[start:start + rows.size] = winner == rows
         order = np.lexsort((-margins, winner))  # best margin first within each winner
         first = np.concatenate([[True], winner[order][1:] != winner[order][:-1]])
         chosen = order[first]
         better = margins[chosen] > best_margin[winner[chosen]]
         best_margin[winner[chosen[better]]] = margins[chosen[better]]
         best_direction[winner[chosen[better]]] = rows[chosen[better]]
-    unit = directions[best_direction] / norms[best_direction, None]
-    return best_margin, unit
+    return own_win
 
 
 def _lift(frame, bias):
@@ -306,7 +328,7 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     if bias is not None:
         bias = as_vector(bias, "bias", length=n, length_name="the number of keys")
     rows = points if bias is None else np.hstack([points, bias[:, None]])
-    duplicate_of, unique_rows, inverse = _find_duplicates(rows)
+    duplicate_of, unique_rows = _find_duplicates(rows)
     unique = points[unique_rows]
     unique_bias = None if bias is None else bias[unique_rows]
     frame = affine_frame(unique, tol)
@@ -318,7 +340,8 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     borderline = np.zeros(m, dtype=bool)
     margins = np.full(m, np.nan)
     directions = np.zeros((m, lifted.shape[1]))
-    supports, weights = [None] * m, [None] * m
+    undecided = np.empty(0, dtype=np.intp)
+    decisions = Decisions.empty(0, lifted.shape[1])
     if m == 1:
         verdict[0] = True
         margins[0] = np.inf
@@ -340,30 +363,21 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
             borderline[undecided] = (decisions.status == kernels.CONVERGED)
             margins[undecided[selectable]] = decisions.margin[selectable]
             directions[undecided[selectable]] = decisions.direction[selectable]
-            for slot in np.flatnonzero(~selectable):
-                supports[undecided[slot]], weights[undecided[slot]] = decisions.support[slot], decisions.weights[slot]
-    return _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, inverse, verdict,
-                     borderline, margins, directions, supports, weights, tol, method)
+    return _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, verdict,
+                     borderline, margins, directions, undecided, decisions, tol, method)
 
 
 def _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method):
     if method == "lp":
-        from ._hull_geometry import Decisions, _solve_with_lp
-
-        count = undecided.size
-        decisions = Decisions(np.full(count, kernels.STALLED, dtype=np.int8), np.full(count, np.inf),
-                              np.full(count, -np.inf), np.zeros((count, lifted.shape[1])), [None] * count,
-                              [None] * count)
+        decisions = Decisions.empty(undecided.size, lifted.shape[1])
         for slot, key in enumerate(undecided):
-            _solve_with_lp(lifted, m, key, RAY_LENGTH if has_bias else 0.0, tol, slot, decisions.status,
-                           decisions.distance, decisions.margin, decisions.direction, decisions.support,
-                           decisions.weights)
+            solve_with_lp(lifted, m, key, RAY_LENGTH if has_bias else 0.0, tol, slot, decisions)
         return decisions
     return decide(lifted, m, undecided, seeds, tol, ray=RAY_LENGTH if has_bias else 0.0)
 
 
-def _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, inverse, verdict,
-              borderline, margins, directions, supports, weights, tol, method):
+def _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, verdict,
+              borderline, margins, directions, undecided, decisions, tol, method):
     n, d = points.shape
     m = unique_rows.size
     selectable_mask = np.zeros(n, dtype=bool)
@@ -373,7 +387,6 @@ def _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_
     full_margins = np.full(n, np.nan)
     borderline_mask = np.zeros(n, dtype=bool)
     borderline_mask[unique_rows] = borderline
-    combinations = {}
     chosen = np.flatnonzero(selectable_mask[unique_rows])
     if m == 1:
         witness[unique_rows[chosen]] = 0.0
@@ -384,10 +397,8 @@ def _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_
     else:
         witness[unique_rows[chosen]], full_margins[unique_rows[chosen]] = _bias_witnesses(
             frame, lifted, chosen, directions[chosen], bias_scale)
-    for u in np.flatnonzero(~verdict):
-        key = int(unique_rows[u])
-        if duplicate_of[key] < 0:
-            combinations[key] = _combination(supports[u], weights[u], m, unique_rows)
+    combinations = _combinations(np.flatnonzero(~verdict & (duplicate_of[unique_rows] < 0)), undecided, decisions,
+                                 unique_rows)
     for key in np.flatnonzero(duplicate_of >= 0):
         combinations[int(key)] = (np.array([duplicate_of[key]], dtype=np.intp), np.array([1.0]))
     return Selectability(
@@ -398,15 +409,29 @@ def _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_
     )
 
 
-def _combination(support, weights, m, unique_rows):
-    """Map a support over (possibly virtual) unique indices to original key indices, merging copies."""
-    if support.max() < m:  # no virtual points: ids are distinct already
-        return unique_rows[support], weights / weights.sum()
-    real = np.where(support >= m, support - m, support)
-    keys, position = np.unique(real, return_inverse=True)
-    merged = np.zeros(keys.size)
-    np.add.at(merged, position, weights)
-    return unique_rows[keys].astype(np.intp), merged / merged.sum()
+def _combinations(unselectable, undecided, decisions, unique_rows):
+    """Certificates ``{key: (indices, weights)}`` of the unselectable unique keys, in original key indices.
+
+    Support ids ``>= m`` are virtual points (a key pushed down the bias ray); they stand for the same key,
+    so their weights merge with its own.
+    """
+    m = unique_rows.size
+    slot_of = np.full(m, -1, dtype=np.intp)
+    slot_of[undecided] = np.arange(undecided.size)
+    slots = slot_of[unselectable]
+    support, weights = decisions.support[slots], decisions.weights[slots]
+    counts = (support >= 0).sum(axis=1)
+    virtual = support >= m
+    support = np.where(virtual, support - m, support)
+    mapped = unique_rows[np.maximum(support, 0)]
+    combinations = {}
+    for row, (u, used) in enumerate(zip(unselectable, counts, strict=True)):
+        ids, w = mapped[row, :used], weights[row, :used]
+        if virtual[row].any():
+            ids, position = np.unique(ids, return_inverse=True)
+            w = np.bincount(position, weights=w)
+        combinations[int(unique_rows[u])] = (ids, w)
+    return combinations
 
 
 def verify_selectability(keys, result, *, bias=None):
