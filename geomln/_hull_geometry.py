@@ -18,6 +18,8 @@ RAY_LENGTH = 16.0
 _MAX_MAJOR_PER_DIM = 50
 #: batches below this many flops run serially: starting threads costs more than it saves
 _PARALLEL_WORK = 4_000_000
+#: rows per block when measuring distances to the affine hull (bounds the temporary memory)
+_TAIL_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,12 @@ def affine_frame(points, tol):
     else:
         basis = np.linalg.svd(centred, full_matrices=False)[2].T
     coords = centred @ basis
-    # largest distance of any point from the span of the first r directions, for every r
-    tail = np.sqrt(np.cumsum((coords * coords)[:, ::-1], axis=1)[:, ::-1].max(axis=0))
-    tail = np.append(tail, 0.0)
+    del centred
+    # largest distance of any point from the span of the first r directions, for every r (in row blocks)
+    tail = np.zeros(coords.shape[1] + 1)
+    for start in range(0, n, _TAIL_BLOCK):
+        squares = coords[start:start + _TAIL_BLOCK] ** 2
+        np.maximum(tail[:-1], np.sqrt(np.cumsum(squares[:, ::-1], axis=1)[:, ::-1].max(axis=0)), out=tail[:-1])
     rank = int(np.flatnonzero(tail <= tol / 4.0)[0])
     return AffineFrame(centre, radius, np.ascontiguousarray(basis[:, :rank]),
                        np.ascontiguousarray(coords[:, :rank]))

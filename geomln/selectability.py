@@ -169,7 +169,7 @@ def _witness_scan(lifted, n, has_bias):
     selectable with a large enough query whatever the bias (see :func:`_bias_witnesses`). The strict argmax
     of every direction is certified by that direction.
 
-    The scan costs ``O(rows * n * d)``. It starts with a fixed sample of at most ``_SCAN_SAMPLE`` keys and
+    The scan costs ``O(rows * n * d)``. It starts with a fixed sample of ``min(2048, 256 d)`` keys and
     goes on over all keys only when most sampled keys certified themselves (most keys are vertices, as in
     high dimension); otherwise most keys are interior, the sample's winners seed the working set, and the
     interior keys are settled far more cheaply by Wolfe's algorithm than by an ``n x n`` scan.
@@ -181,10 +181,11 @@ def _witness_scan(lifted, n, has_bias):
     norms[norms == 0] = np.inf
     best_margin = np.full(n, -np.inf)
     best_direction = np.zeros(n, dtype=np.intp)
-    if n <= _SCAN_SAMPLE:
+    sample_size = min(_SCAN_SAMPLE, 256 * max(lifted.shape[1], 1))  # few vertices in low dimension
+    if n <= sample_size:
         _scan_rows(lifted, directions, norms, np.arange(n), best_margin, best_direction)
     else:
-        sample = np.sort(np.random.default_rng(0).choice(n, _SCAN_SAMPLE, replace=False))
+        sample = np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False))
         own = _scan_rows(lifted, directions, norms, sample, best_margin, best_direction)
         if own.mean() > 0.5:
             rest = np.setdiff1d(np.arange(n), sample)
@@ -422,12 +423,13 @@ def _combinations(unselectable, undecided, decisions, unique_rows):
     support, weights = decisions.support[slots], decisions.weights[slots]
     counts = (support >= 0).sum(axis=1)
     virtual = support >= m
+    has_virtual = virtual.any(axis=1)
     support = np.where(virtual, support - m, support)
     mapped = unique_rows[np.maximum(support, 0)]
     combinations = {}
     for row, (u, used) in enumerate(zip(unselectable, counts, strict=True)):
         ids, w = mapped[row, :used], weights[row, :used]
-        if virtual[row].any():
+        if has_virtual[row]:
             ids, position = np.unique(ids, return_inverse=True)
             w = np.bincount(position, weights=w)
         combinations[int(unique_rows[u])] = (ids, w)
