@@ -145,17 +145,21 @@ def _pick(points, cand, score, m, eps, w):
 
 
 @jit
-def _plane(points, a, b, c, normals, offsets, f):
-    """Store the unit right-hand-rule normal of triangle (a, b, c) in row f; return its length."""
+def _triangle_cross(points, a, b, c):
+    """Return ``cross(points[b] - points[a], points[c] - points[a])`` as three floats."""
     ux = points[b, 0] - points[a, 0]
     uy = points[b, 1] - points[a, 1]
     uz = points[b, 2] - points[a, 2]
     vx = points[c, 0] - points[a, 0]
     vy = points[c, 1] - points[a, 1]
     vz = points[c, 2] - points[a, 2]
-    nx = uy * vz - uz * vy
-    ny = uz * vx - ux * vz
-    nz = ux * vy - uy * vx
+    return uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
+
+
+@jit
+def _plane(points, a, b, c, normals, offsets, f):
+    """Store the unit right-hand-rule normal of triangle (a, b, c) in row f; return its length."""
+    nx, ny, nz = _triangle_cross(points, a, b, c)
     nrm = np.sqrt(nx * nx + ny * ny + nz * nz)
     if nrm > 0.0:
         nx /= nrm
@@ -218,6 +222,18 @@ def _initial_simplex(points, eps, w):
     if score[p3] <= eps:
         return p0, p1, p2, -1
     return p0, p1, p2, p3
+
+
+@jit
+def _assign_outside(points, q, fn, fo, lo, hi, eps, pdist, nxt, head):
+    """Push point q onto the outside list of the first facet in ``lo..hi-1`` it lies above (if any)."""
+    for f in range(lo, hi):
+        dd = _dot3(points, q, fn[f, 0], fn[f, 1], fn[f, 2]) + fo[f]
+        if dd > eps:
+            pdist[q] = dd
+            nxt[q] = head[f]
+            head[f] = q
+            return
 
 
 @jit
@@ -310,13 +326,7 @@ def quickhull(points, eps, w):
                     if fv[g, e2] == b and fv[g, (e2 + 1) % 3] == a:
                         fnb[f, e] = g
     for i in range(n):
-        for f in range(4):
-            dd = _dot3(points, i, fn[f, 0], fn[f, 1], fn[f, 2]) + fo[f]
-            if dd > eps:
-                pdist[i] = dd
-                nxt[i] = head[f]
-                head[f] = i
-                break
+        _assign_outside(points, i, fn, fo, 0, 4, eps, pdist, nxt, head)
 
     cand = np.empty(16, dtype=np.intp)
     candscore = np.empty(16)
@@ -427,13 +437,7 @@ def quickhull(points, eps, w):
             while q >= 0:
                 qn = nxt[q]
                 if q != p:
-                    for h in range(first_new, nf):
-                        dd = _dot3(points, q, fn[h, 0], fn[h, 1], fn[h, 2]) + fo[h]
-                        if dd > eps:
-                            pdist[q] = dd
-                            nxt[q] = head[h]
-                            head[h] = q
-                            break
+                    _assign_outside(points, q, fn, fo, first_new, nf, eps, pdist, nxt, head)
                 q = qn
         f += 1
 
@@ -475,16 +479,7 @@ def coplanar_groups(points, facets, neighbors, normals, offsets, eps):
     m = facets.shape[0]
     area = np.empty(m)
     for t in range(m):
-        a, b, c = facets[t, 0], facets[t, 1], facets[t, 2]
-        ux = points[b, 0] - points[a, 0]
-        uy = points[b, 1] - points[a, 1]
-        uz = points[b, 2] - points[a, 2]
-        vx = points[c, 0] - points[a, 0]
-        vy = points[c, 1] - points[a, 1]
-        vz = points[c, 2] - points[a, 2]
-        cx = uy * vz - uz * vy
-        cy = uz * vx - ux * vz
-        cz = ux * vy - uy * vx
+        cx, cy, cz = _triangle_cross(points, facets[t, 0], facets[t, 1], facets[t, 2])
         area[t] = -np.sqrt(cx * cx + cy * cy + cz * cz)
     order = np.argsort(area, kind="mergesort")
     group = np.full(m, -1, dtype=np.intp)
@@ -532,16 +527,8 @@ def triangle_measures(points, facets):
     volume = 0.0
     area = 0.0
     for t in range(facets.shape[0]):
-        a, b, c = facets[t, 0], facets[t, 1], facets[t, 2]
-        ux = points[b, 0] - points[a, 0]
-        uy = points[b, 1] - points[a, 1]
-        uz = points[b, 2] - points[a, 2]
-        vx = points[c, 0] - points[a, 0]
-        vy = points[c, 1] - points[a, 1]
-        vz = points[c, 2] - points[a, 2]
-        cx = uy * vz - uz * vy
-        cy = uz * vx - ux * vz
-        cz = ux * vy - uy * vx
+        a = facets[t, 0]
+        cx, cy, cz = _triangle_cross(points, a, facets[t, 1], facets[t, 2])
         area += 0.5 * np.sqrt(cx * cx + cy * cy + cz * cz)
         volume += (cx * points[a, 0] + cy * points[a, 1] + cz * points[a, 2]) / 6.0
     return volume, area
