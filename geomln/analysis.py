@@ -595,9 +595,9 @@ def _analyze_on_dask(runner, slices, query_list, options, callback, total):
         for chunk_items, results in runner.run(_analyze_item, chunk(items, costs), shared=(options,)):
             for item, row in zip(chunk_items, results, strict=True):
                 rows[item[0]] = row
-            done += len(chunk_items)
-            if callback is not None:
-                callback(done, total)
+                done += 1
+                if callback is not None:
+                    callback(done, total)
     return rows
 
 

@@ -46,6 +46,19 @@ class DaskMissingError(GeomlnError, ImportError):
 def resolve_executor(executor, scheduler, workers):
     """Validate ``executor``/``scheduler``/``workers``; return None for the local path, else a :class:`DaskRunner`.
 
+    Parameters
+    ----------
+    executor : {"local", "dask"} or distributed.Client
+    scheduler : str or None
+        Address of a running Dask scheduler (only with ``"dask"``).
+    workers : int or None
+        Worker processes of a LocalCluster that ``"dask"`` starts when there is no `scheduler`.
+
+    Returns
+    -------
+    DaskRunner or None
+        Not yet connected: the connection is made when it is entered as a context manager.
+
     Raises
     ------
     InputError
@@ -55,6 +68,16 @@ def resolve_executor(executor, scheduler, workers):
         An executor that is neither a name nor a ``distributed.Client``, or a `scheduler` that is not a string.
     ImportError
         ``executor="dask"`` without dask installed (the message names the ``dask`` extra).
+
+    Examples
+    --------
+    >>> from geomln.executors import resolve_executor
+    >>> resolve_executor("local", None, 4) is None
+    True
+    >>> resolve_executor("local", "tcp://10.0.0.5:8786", None)
+    Traceback (most recent call last):
+    ...
+    geomln.errors.InputError: `scheduler` 'tcp://10.0.0.5:8786' needs executor='dask' (got executor='local')
     """
     if scheduler is not None and not isinstance(scheduler, str):
         raise TypeError(
@@ -114,6 +137,12 @@ def estimated_seconds(n, calls, unit):
     The exact engine's time grows about linearly in n for random keys in moderate dimension (a fixed
     ~0.3 ms plus ~0.025 ms per key on the reference machine); the dimension matters less. The estimate only
     groups cheap cells into tasks: results never depend on it.
+
+    Examples
+    --------
+    >>> from geomln.executors import estimated_seconds
+    >>> estimated_seconds(92, 100, 0.001)  # 100 calls on 92 keys, at 1 ms per call on 40 keys
+    0.2
     """
     return calls * unit * (12.0 + n) / 52.0
 
@@ -123,10 +152,24 @@ def chunk(items, costs, target=None):
 
     `target` defaults to ``TARGET_TASK_SECONDS`` (0.2 s).
 
+    Parameters
+    ----------
+    items : sequence
+    costs : sequence of float
+        Estimated seconds of each item (:func:`estimated_seconds`).
+    target : float, optional
+        Seconds a chunk should reach; the last chunk may hold less.
+
     Returns
     -------
     list of list
         Every item exactly once; the chunks of expensive items come first, so that long tasks start early.
+
+    Examples
+    --------
+    >>> from geomln.executors import chunk
+    >>> chunk(["a", "b", "c", "d", "e"], [0.5, 0.05, 0.1, 0.12, 0.01], target=0.2)
+    [['a'], ['d', 'c'], ['b', 'e']]
     """
     target = TARGET_TASK_SECONDS if target is None else target
     order = sorted(range(len(items)), key=lambda i: -costs[i])

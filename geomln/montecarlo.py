@@ -651,9 +651,14 @@ def _run_dask(runner, context, tasks, store, bar, provenance):
         unit = runner.unit_seconds
         costs = [estimated_seconds(task[1], context.trials * len(task[3]), unit) for task in tasks]
         for items, outcomes in runner.run(cells.run_cell, chunk(tasks, costs), shared=(context,)):
-            for (label, n_, d_, missing), outcome in zip(items, outcomes, strict=True):
-                store.add([_row(label, norm, n_, d_, *outcome[norm]) for norm in missing])
-                bar.update(len(missing))
+            store.add(  # one checkpoint write per finished task
+                [
+                    _row(label, norm, n_, d_, *outcome[norm])
+                    for (label, n_, d_, missing), outcome in zip(items, outcomes, strict=True)
+                    for norm in missing
+                ]
+            )
+            bar.update(sum(len(item[3]) for item in items))
         return runner.warm_seconds, runner.description["dask_workers"]
 
 
