@@ -9,7 +9,6 @@ unscaled keys can sit inside the convex hull of the others (paper: 51.0/32.2/34.
 """
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import numpy as np
 from .._validation import as_choice, as_positive_int
 from ..errors import DataFileError, GeomlnError, InputError
 from ._models import TinyGPT, require_torch
+from ._training import is_eval_step, optimizer_step, progress_bar
 
 __all__ = [
     "load_corpus",
@@ -204,27 +204,15 @@ def train_lm(
 
     train_log = np.empty(steps)
     test_log = np.full(steps, np.nan)
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
-    bar = tqdm(
-        range(steps),
-        desc=f"lm {'w/' if scaling else 'w/o'} scaling",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
-    )
+    bar = progress_bar(range(steps), f"lm {'w/' if scaling else 'w/o'} scaling", progress=progress)
     for i in bar:
         model.train()
         starts = rng.integers(0, len(train_tokens) - block_size - 1, size=batch_size)
         offset = int(rng.integers(0, n_positions - block_size + 1)) if random_offsets else 0
         loss = loss_of(torch.from_numpy(_windows(train_tokens, starts, block_size + 1)), offset)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        train_log[i] = loss.item()
-        if (i + 1) % eval_every == 0 or i + 1 == steps:
+        train_log[i] = optimizer_step(loss, optimizer, schedule)
+        if is_eval_step(i, steps, eval_every):
             model.eval()
             with torch.no_grad():
                 test_log[i] = float(np.mean([loss_of(b).item() for b in test_batches]))
@@ -315,11 +303,9 @@ def unselectable_fractions(keys, *, tol=None, progress=False):
     keys = np.asarray(keys, dtype=np.float64)
     if keys.ndim != 4:
         raise InputError(f"`keys` must have shape (layer, seq, token, d); got shape {keys.shape}")
-    from tqdm.auto import tqdm
-
     out = np.empty(keys.shape[:2])
     cells = [(layer, s) for layer in range(keys.shape[0]) for s in range(keys.shape[1])]
-    for layer, s in tqdm(cells, desc="selectable keys", file=sys.stderr, disable=not progress, leave=False):
+    for layer, s in progress_bar(cells, "selectable keys", progress=progress):
         out[layer, s] = geomln.selectable_keys(keys[layer, s], tol=tol).fraction_unselectable
     return out
 

@@ -7,7 +7,6 @@ every key the same score (paper: loss 0.2 reached ~3x sooner; folded query angle
 with projection vs ~80 deg without). Data generation and summaries need only NumPy; training needs torch.
 """
 
-import sys
 import time
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from .._validation import as_choice, as_positive_int, as_rng
 from ..angles import angle_to_ones
 from ..errors import InputError
 from ._models import MAJORITY_VARIANTS, MajorityModel, require_torch
+from ._training import is_eval_step, optimizer_step, progress_bar
 
 __all__ = [
     "make_majority_data",
@@ -244,16 +244,8 @@ def train_majority(
     loss_log, angle_log = np.empty(steps), np.empty(steps)
     accuracy_log = np.full(steps, np.nan)
     order, cursor = rng.permutation(x_train.shape[0]), 0
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
-    bar = tqdm(
-        range(steps),
-        desc=f"majority {variant} seed {seed}",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
-    )
+    bar = progress_bar(range(steps), f"majority {variant} seed {seed}", progress=progress)
     for i in bar:
         if cursor + batch_size > order.size:
             order, cursor = rng.permutation(x_train.shape[0]), 0
@@ -265,12 +257,8 @@ def train_majority(
         angle_log[i] = float(frequency @ angles / frequency.sum())
         logits = model(xb)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, n_classes), yb.repeat_interleave(seq_len))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        loss_log[i] = loss.item()
-        if (i + 1) % eval_every == 0 or i + 1 == steps:
+        loss_log[i] = optimizer_step(loss, optimizer, schedule)
+        if is_eval_step(i, steps, eval_every):
             with torch.no_grad():
                 predicted = model(x_test).argmax(dim=-1)
             accuracy_log[i] = float((predicted == y_test[:, None]).double().mean())
