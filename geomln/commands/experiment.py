@@ -113,6 +113,17 @@ def _torch(threads):
     return torch
 
 
+def _loop_options(args):
+    """Keyword arguments of the training loop that both experiments take from the same CLI options."""
+    return {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "eval_every": args.eval_every,
+        "progress": not args.no_progress,
+    }
+
+
 def _provenance(args, torch, started, wall_time):
     arguments = {k: v for k, v in vars(args).items() if not callable(v)}
     versions = {
@@ -161,14 +172,10 @@ def _run_majority(args):
                 majority.train_majority(
                     variant=variant,
                     seed=seed,
-                    steps=args.steps,
                     n_samples=args.samples,
                     hidden=args.hidden,
                     ff=args.ff,
-                    batch_size=args.batch_size,
-                    lr=args.lr,
-                    eval_every=args.eval_every,
-                    progress=not args.no_progress,
+                    **_loop_options(args),
                 )
             )
     _write_csv(
@@ -227,15 +234,11 @@ def _train_lms(args, torch, lm, out):
             tokenizer.vocab_size,
             scaling=scaling,
             seed=args.seed,
-            steps=args.steps,
             block_size=args.block_size,
-            batch_size=args.batch_size,
-            lr=args.lr,
             dropout=args.dropout,
-            eval_every=args.eval_every,
             n_positions=max(1024, args.eval_length),
             random_offsets=not args.fixed_positions,
-            progress=not args.no_progress,
+            **_loop_options(args),
         )
         runs.append(run)
         before, after = lm.collect_keys(run.model, sequences)
