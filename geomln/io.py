@@ -14,6 +14,22 @@ TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": None}
 _SUPPORTED = (".npy", ".npz", *TEXT_SUFFIXES)
 
 
+def _input_file(path, supported):
+    """Return ``(Path, lower-case suffix)`` of an existing file whose suffix is in `supported`.
+
+    Raises :class:`DataFileError` naming the path and listing `supported` for an unknown suffix, and
+    naming the path when no such file exists. Shared by :func:`load_array` and :func:`geomln.load_keys`.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in supported:
+        raise DataFileError(f"unsupported file type {suffix or '(none)'!r} for {str(path)!r}; "
+                            f"supported: {', '.join(supported)}")
+    if not path.is_file():
+        raise DataFileError(f"no such file: {str(path)!r}")
+    return path, suffix
+
+
 def _read_npz(path, stream, name):
     with np.load(stream, allow_pickle=False) as archive:
         names = list(archive.files)
@@ -58,13 +74,7 @@ def load_array(path, *, name=None):
     >>> geomln.load_array(path).shape
     (3, 3)
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in _SUPPORTED:
-        raise DataFileError(f"unsupported file type {suffix or '(none)'!r} for {str(path)!r}; "
-                            f"supported: {', '.join(_SUPPORTED)}")
-    if not path.is_file():
-        raise DataFileError(f"no such file: {str(path)!r}")
+    path, suffix = _input_file(path, _SUPPORTED)
     try:
         if suffix in TEXT_SUFFIXES:
             with warnings.catch_warnings():

@@ -33,7 +33,7 @@ import numpy as np
 
 from ._files import atomic_output
 from .errors import DataFileError, InputError
-from .io import TEXT_SUFFIXES, load_array
+from .io import TEXT_SUFFIXES, _input_file, load_array
 
 __all__ = ["KeyArray", "KeySlice", "load_keys", "save_keys", "META_KEY", "SUPPORTED_SUFFIXES"]
 
@@ -535,13 +535,7 @@ def load_keys(path, *, name=None, axes=None):
     >>> [s.matrix.shape for s in keys.slices()]
     [(3, 3), (2, 3), (3, 3), (2, 3)]
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise DataFileError(f"unsupported file type {suffix or '(none)'!r} for {str(path)!r}; "
-                            f"supported: {', '.join(SUPPORTED_SUFFIXES)}")
-    if not path.is_file():
-        raise DataFileError(f"no such file: {str(path)!r}")
+    path, suffix = _input_file(path, SUPPORTED_SUFFIXES)
     try:
         if suffix in _READERS:
             (chosen, members, stacked), meta, arrays = _READERS[suffix](path, name)
