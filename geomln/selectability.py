@@ -137,13 +137,15 @@ class Selectability:
         }
 
 
-def _find_duplicates(rows):
-    """Index of an identical other row for each row (or -1), and the first copy of each distinct row."""
-    n = rows.shape[0]
+def _find_duplicates(points, bias):
+    """Index of an identical other row of (key, bias) for each row (or -1), and the first copy of each row."""
+    n = points.shape[0]
     # fast path: identical rows have identical projections, so distinct projections rule duplicates out
-    projection = np.sort(rows @ np.linspace(1.0, 2.0, rows.shape[1]))
+    projection = points @ np.linspace(1.0, 2.0, points.shape[1]) + (0.0 if bias is None else np.pi * bias)
+    projection.sort()
     if not np.any(projection[1:] == projection[:-1]):
         return np.full(n, -1, dtype=np.intp), np.arange(n)
+    rows = points if bias is None else np.hstack([points, bias[:, None]])
     _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     counts = np.bincount(inverse)
@@ -174,34 +176,36 @@ def _witness_scan(lifted, n, has_bias):
     high dimension); otherwise most keys are interior, the sample's winners seed the working set, and the
     interior keys are settled far more cheaply by Wolfe's algorithm than by an ``n x n`` scan.
     """
-    directions = lifted.copy()
-    if has_bias:
-        directions[:, -1] = 0.0
+    directions = lifted[:, :-1] if has_bias else lifted  # a view: the bias weight of every direction is 0
     norms = np.linalg.norm(directions, axis=1)
     norms[norms == 0] = np.inf
     best_margin = np.full(n, -np.inf)
     best_direction = np.zeros(n, dtype=np.intp)
     sample_size = min(_SCAN_SAMPLE, 256 * max(lifted.shape[1], 1))  # few vertices in low dimension
     if n <= sample_size:
-        _scan_rows(lifted, directions, norms, np.arange(n), best_margin, best_direction)
+        _scan_rows(directions, norms, np.arange(n), best_margin, best_direction)
     else:
         sample = np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False))
-        own = _scan_rows(lifted, directions, norms, sample, best_margin, best_direction)
+        own = _scan_rows(directions, norms, sample, best_margin, best_direction)
         if own.mean() > 0.5:
             rest = np.setdiff1d(np.arange(n), sample)
-            _scan_rows(lifted, directions, norms, rest, best_margin, best_direction)
-    unit = directions[best_direction] / norms[best_direction, None]
+            _scan_rows(directions, norms, rest, best_margin, best_direction)
+    unit = np.zeros((n, lifted.shape[1]))
+    unit[:, : directions.shape[1]] = directions[best_direction] / norms[best_direction, None]
     return best_margin, unit
 
 
-def _scan_rows(lifted, directions, norms, rows_to_scan, best_margin, best_direction):
-    """Scan the directions of `rows_to_scan` blockwise, updating the best margins; return own-win flags."""
-    n = lifted.shape[0]
+def _scan_rows(directions, norms, rows_to_scan, best_margin, best_direction):
+    """Scan the directions of `rows_to_scan` blockwise, updating the best margins; return own-win flags.
+
+    Scores are ``directions @ directions.T``: a direction scores key ``j`` by its (bias-free) coordinates.
+    """
+    n = directions.shape[0]
     own_win = np.zeros(rows_to_scan.size, dtype=bool)
     block = max(1, _BLOCK_ENTRIES // n)
     for start in range(0, rows_to_scan.size, block):
         rows = rows_to_scan[start:start + block]
-        scores = np.ascontiguousarray(directions[rows] @ lifted.T)
+        scores = np.ascontiguousarray(directions[rows] @ directions.T)
         winner, top, second = kernels.top_two(scores, rows, False)
         margins = (top - second) / norms[rows]
         own_win[start:start + rows.size] = winner == rows
@@ -328,9 +332,8 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     n, d = points.shape
     if bias is not None:
         bias = as_vector(bias, "bias", length=n, length_name="the number of keys")
-    rows = points if bias is None else np.hstack([points, bias[:, None]])
-    duplicate_of, unique_rows = _find_duplicates(rows)
-    unique = points[unique_rows]
+    duplicate_of, unique_rows = _find_duplicates(points, bias)
+    unique = points if unique_rows.size == n else points[unique_rows]
     unique_bias = None if bias is None else bias[unique_rows]
     frame = affine_frame(unique, tol)
     lifted, bias_scale = _lift(frame, unique_bias)
