@@ -25,7 +25,7 @@ from ._version import __version__
 from .analysis import KeyReport, analyze_keys
 from .angles import Hyperplane, angle_to, angle_to_hyperplane, angle_to_ones, fit_hyperplane
 from .attention import max_attention
-from .errors import DataFileError, GeomlnError, GeomlnWarning, InputError
+from .errors import ClusterError, DataFileError, GeomlnError, GeomlnWarning, InputError
 from .hull import ConvexHull, convex_hull
 from .io import load_array
 from .keyfile import KeyArray, load_keys, save_keys
@@ -81,5 +81,6 @@ __all__ = [
     "GeomlnError",
     "InputError",
     "DataFileError",
+    "ClusterError",
     "GeomlnWarning",
 ]

@@ -5,7 +5,7 @@ catch them all at once; each also subclasses the builtin that fits it, so code
 written against NumPy conventions (``except ValueError``) keeps working.
 """
 
-__all__ = ["GeomlnError", "InputError", "DataFileError", "GeomlnWarning"]
+__all__ = ["GeomlnError", "InputError", "DataFileError", "ClusterError", "DaskMissingError", "GeomlnWarning"]
 
 
 class GeomlnError(Exception):
@@ -18,6 +18,14 @@ class InputError(GeomlnError, ValueError):
 
 class DataFileError(GeomlnError, OSError):
     """A data file is missing, unreadable, of an unsupported format or lacks the requested array."""
+
+
+class ClusterError(GeomlnError, RuntimeError):
+    """The Dask cluster failed: the scheduler cannot be reached or went away, or tasks kept killing workers."""
+
+
+class DaskMissingError(GeomlnError, ImportError):
+    """``executor="dask"`` was asked for but dask.distributed is not installed (an ImportError)."""
 
 
 class GeomlnWarning(UserWarning):

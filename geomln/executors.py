@@ -14,7 +14,7 @@ import warnings
 from concurrent.futures import CancelledError
 
 from ._validation import as_choice, as_positive_int
-from .errors import GeomlnError, InputError
+from .errors import ClusterError, DaskMissingError, InputError
 
 __all__ = [
     "EXECUTORS",
@@ -33,14 +33,6 @@ TARGET_TASK_SECONDS = 0.2
 #: retries of a task that raised (a worker that dies is handled by the scheduler, which reschedules its tasks)
 TASK_RETRIES = 1
 _EXTRA_HINT = 'install the optional extra: pip install "geomln[dask]"'
-
-
-class ClusterError(GeomlnError, RuntimeError):
-    """The Dask cluster failed: the scheduler cannot be reached or went away, or tasks kept killing workers."""
-
-
-class DaskMissingError(GeomlnError, ImportError):
-    """``executor="dask"`` was asked for but dask.distributed is not installed (an ImportError)."""
 
 
 def resolve_executor(executor, scheduler, workers):
