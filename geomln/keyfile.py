@@ -611,6 +611,16 @@ def save_keys(path, arrays, *, axes, tokens=None, seq_offsets=None, metadata=Non
         If `path` does not end in ``.npz`` or cannot be written.
     InputError
         If an array fails the checks of :meth:`KeyArray.from_array` or `default` is not among `arrays`.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, geomln
+    >>> path = os.path.join(tempfile.mkdtemp(), "keys.npz")
+    >>> keys = np.random.default_rng(0).normal(size=(2, 5, 4))          # (head, token, dim)
+    >>> geomln.save_keys(path, {"keys": keys}, axes="head,token,dim", tokens=list("abcde"))
+    >>> loaded = geomln.load_keys(path)
+    >>> loaded.axes, loaded.values.shape
+    (('head', 'token', 'dim'), (2, 5, 4))
     """
     path = Path(path)
     if path.suffix.lower() != ".npz":
