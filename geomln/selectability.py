@@ -5,6 +5,7 @@ Key ``i`` of ``keys`` (n, d) is *selectable* iff some query ``q`` gives it the s
 the convex hull of the keys and no other key equals it.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,7 @@ from ._hull_geometry import BORDERLINE_FACTOR, RAY_LENGTH, Decisions, affine_fra
 from ._validation import as_choice, as_points, as_tol, as_vector
 from .errors import InputError
 
-__all__ = ["Selectability", "selectable_keys", "verify_selectability", "hull_vertices", "default_tol"]
+__all__ = ["Selectability", "Combinations", "selectable_keys", "verify_selectability", "hull_vertices", "default_tol"]
 
 METHODS = ("auto", "wolfe", "lp")
 _DEFAULT_TOL = {"float64": 1e-9, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
@@ -60,10 +61,10 @@ class Selectability:
         Normalized margin of the witness: ``min_j (q.(k_i - k_j) + b_i - b_j)`` for the unit witness in
         normalized coordinates, in units of the data radius `scale`; NaN for unselectable keys and inf
         for a key without competitors (``to_dict`` writes both as null).
-    combinations : dict
-        ``{i: (indices, weights)}`` for each unselectable key: other keys with non-negative weights
-        summing to 1 whose combination equals ``k_i`` up to ``2 * tol * scale`` (with a bias, whose
-        combined bias is at least ``b_i`` up to the same tolerance).
+    combinations : Mapping
+        Read-only :class:`Combinations` mapping ``{i: (indices, weights)}`` for each unselectable key:
+        other keys with non-negative weights summing to 1 whose combination equals ``k_i`` up to
+        ``2 * tol * scale`` (with a bias, whose combined bias is at least ``b_i`` up to the same tolerance).
     borderline_mask : ndarray of bool, shape (n,)
         Keys whose distance to the hull of the others lies within a factor 10 of ``tol``: their verdict
         may flip under perturbations of that size.
@@ -86,7 +87,7 @@ class Selectability:
     duplicate_of: np.ndarray
     witness_queries: np.ndarray
     margins: np.ndarray
-    combinations: dict = field(repr=False)
+    combinations: Mapping = field(repr=False)
     borderline_mask: np.ndarray
     tol: float
     scale: float
@@ -402,41 +403,75 @@ def _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_
         witness[unique_rows[chosen]], full_margins[unique_rows[chosen]] = _bias_witnesses(
             frame, lifted, chosen, directions[chosen], bias_scale)
     combinations = _combinations(np.flatnonzero(~verdict & (duplicate_of[unique_rows] < 0)), undecided, decisions,
-                                 unique_rows)
-    for key in np.flatnonzero(duplicate_of >= 0):
-        combinations[int(key)] = (np.array([duplicate_of[key]], dtype=np.intp), np.array([1.0]))
+                                 unique_rows, duplicate_of)
     return Selectability(
         selectable_mask=selectable_mask, n=n, d=d, affine_rank=frame.rank, duplicate_of=duplicate_of,
-        witness_queries=witness, margins=full_margins, combinations=dict(sorted(combinations.items())),
+        witness_queries=witness, margins=full_margins, combinations=combinations,
         borderline_mask=borderline_mask, tol=tol, scale=frame.radius, bias_scale=bias_scale, method=method,
         has_bias=has_bias,
     )
 
 
-def _combinations(unselectable, undecided, decisions, unique_rows):
-    """Certificates ``{key: (indices, weights)}`` of the unselectable unique keys, in original key indices.
+class Combinations(Mapping):
+    """Read-only mapping ``key -> (indices, weights)`` of convex-combination certificates.
+
+    Backed by packed arrays (one row per unselectable key), so results with many thousands of unselectable
+    keys cost no per-key Python objects until a certificate is looked up.
+    """
+
+    def __init__(self, keys, indices, weights, counts):
+        order = np.argsort(keys, kind="stable")
+        self._keys, self._indices = keys[order], indices[order]
+        self._weights, self._counts = weights[order], counts[order]
+
+    def __getitem__(self, key):
+        position = int(np.searchsorted(self._keys, key))
+        if position == self._keys.size or self._keys[position] != key:
+            raise KeyError(key)
+        used = self._counts[position]
+        return self._indices[position, :used], self._weights[position, :used]
+
+    def __iter__(self):
+        return (int(key) for key in self._keys)
+
+    def __len__(self):
+        return self._keys.size
+
+    def __repr__(self):
+        return f"Combinations({len(self)} unselectable keys)"
+
+
+def _combinations(unselectable, undecided, decisions, unique_rows, duplicate_of):
+    """Certificates of the unselectable keys, in original key indices, as a :class:`Combinations`.
 
     Support ids ``>= m`` are virtual points (a key pushed down the bias ray); they stand for the same key,
-    so their weights merge with its own.
+    so their weights merge with its own. A duplicated key's certificate is its copy, with weight 1.
     """
     m = unique_rows.size
     slot_of = np.full(m, -1, dtype=np.intp)
     slot_of[undecided] = np.arange(undecided.size)
     slots = slot_of[unselectable]
-    support, weights = decisions.support[slots], decisions.weights[slots]
+    support, weights = decisions.support[slots], decisions.weights[slots].copy()
     counts = (support >= 0).sum(axis=1)
     virtual = support >= m
-    has_virtual = virtual.any(axis=1)
     support = np.where(virtual, support - m, support)
-    mapped = unique_rows[np.maximum(support, 0)]
-    combinations = {}
-    for row, (u, used) in enumerate(zip(unselectable, counts, strict=True)):
-        ids, w = mapped[row, :used], weights[row, :used]
-        if has_virtual[row]:
-            ids, position = np.unique(ids, return_inverse=True)
-            w = np.bincount(position, weights=w)
-        combinations[int(unique_rows[u])] = (ids, w)
-    return combinations
+    indices = unique_rows[np.maximum(support, 0)]
+    for row in np.flatnonzero(virtual.any(axis=1)):
+        ids, position = np.unique(indices[row, : counts[row]], return_inverse=True)
+        merged = np.bincount(position, weights=weights[row, : counts[row]])
+        indices[row, : ids.size], weights[row, : ids.size], counts[row] = ids, merged, ids.size
+    copies = np.flatnonzero(duplicate_of >= 0)
+    width = max(indices.shape[1], 1)
+    copy_indices = np.zeros((copies.size, width), dtype=np.intp)
+    copy_indices[:, 0] = duplicate_of[copies]
+    copy_weights = np.zeros((copies.size, width))
+    copy_weights[:, 0] = 1.0
+    return Combinations(
+        np.concatenate([unique_rows[unselectable], copies]).astype(np.intp),
+        np.vstack([indices.reshape(-1, width), copy_indices]),
+        np.vstack([weights.reshape(-1, width), copy_weights]),
+        np.concatenate([counts, np.ones(copies.size, dtype=counts.dtype)]),
+    )
 
 
 def verify_selectability(keys, result, *, bias=None):
