@@ -172,7 +172,7 @@ def _witness_scan(lifted, n, has_bias):
     selectable with a large enough query whatever the bias (see :func:`_bias_witnesses`). The strict argmax
     of every direction is certified by that direction.
 
-    The scan costs ``O(rows * n * d)``. It starts with a fixed sample of ``min(2048, 256 d)`` keys and
+    The scan costs ``O(rows * n * d)``. It starts with a fixed sample of ``min(2048, 32 d^2)`` keys and
     goes on over all keys only when most sampled keys certified themselves (most keys are vertices, as in
     high dimension); otherwise most keys are interior, the sample's winners seed the working set, and the
     interior keys are settled far more cheaply by Wolfe's algorithm than by an ``n x n`` scan.
@@ -182,7 +182,7 @@ def _witness_scan(lifted, n, has_bias):
     norms[norms == 0] = np.inf
     best_margin = np.full(n, -np.inf)
     best_direction = np.zeros(n, dtype=np.intp)
-    sample_size = min(_SCAN_SAMPLE, 256 * max(lifted.shape[1], 1))  # few vertices in low dimension
+    sample_size = min(_SCAN_SAMPLE, 32 * max(lifted.shape[1], 1) ** 2)  # few vertices in low dimension
     if n <= sample_size:
         _scan_rows(directions, norms, np.arange(n), best_margin, best_direction)
     else:
