@@ -180,7 +180,7 @@ def _minor_cycle(corral, corral_ids, weights, size, workspace):
 
 
 @jit
-def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, max_major):
+def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, high, max_major):
     """Wolfe's algorithm: the point of ``conv(candidates) - origin`` closest to the origin.
 
     Candidates are the columns of `cand_t` (dim, m) with ids `cand_ids`; ids equal to `skip_a` or `skip_b`
@@ -197,6 +197,9 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, ma
         Their convex weights.
     stalled : bool
         True if the algorithm stopped on a numerical stall rather than optimality or `low`.
+    separated : bool
+        True if it stopped early because ``-x`` already separates the origin from every candidate by a
+        margin above `high` (then `x` is not the nearest point, only a good enough witness direction).
     """
     dim, count = cand_t.shape
     capacity = dim + 2
@@ -222,6 +225,7 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, ma
     weights[0] = 1.0
     x = corral[0].copy()
     stalled = True  # unless a stopping rule below is met within max_major iterations
+    separated = False
     for _ in range(max_major):
         norm2 = (x * x).sum()
         if norm2 <= low * low:
@@ -236,6 +240,10 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, ma
                 smallest = scores[k]
                 entering = k
         smallest -= origin_dot
+        if smallest > high * np.sqrt(norm2):  # -x beats every candidate by more than `high`: witness found
+            stalled = False
+            separated = True
+            break
         scale2 = 0.0
         for k in range(size):
             scale2 = max(scale2, _row_dot(corral, k, corral[k]))
@@ -263,7 +271,7 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, ma
     support = np.empty(size, dtype=np.intp)
     for k in range(size):
         support[k] = cand_ids[corral_ids[k]]
-    return x, support, weights[:size].copy(), stalled
+    return x, support, weights[:size].copy(), stalled, separated
 
 
 @jit
@@ -279,7 +287,8 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
     dim = points.shape[1]
     key_ray = key + n if has_ray else -1
     origin = points[key]
-    x, ids, w, stalled = min_norm_point(origin, cand_ids, cand_t, cand_norm2, key, key_ray, low, max_major)
+    x, ids, w, stalled, separated = min_norm_point(origin, cand_ids, cand_t, cand_norm2, key, key_ray, low, high,
+                                                   max_major)
     for k in range(ids.shape[0]):
         support[row, k] = ids[k]
         weights[row, k] = w[k]
@@ -306,7 +315,7 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
         direction[row, t] = -x[t] / norm
     if margin[row] > high:
         status[row] = SELECTABLE
-    elif worst >= norm * norm * (1.0 - 1e-9) - 1e-15:
+    elif not separated and worst >= norm * norm * (1.0 - 1e-9) - 1e-15:
         status[row] = CONVERGED
     else:
         status[row] = NEED_POINT
