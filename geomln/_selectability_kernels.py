@@ -57,6 +57,39 @@ def top_two(scores, row_keys, exclude_row_key):
     return best_index, best_value, second_value
 
 
+@parallel_jit
+def scan_top_two(directions, rows):
+    """Fused ``top_two(directions[rows] @ directions.T)`` for low dimensions, in parallel over rows.
+
+    Scores are computed on the fly (no score matrix), which in low dimension is as fast as a BLAS product
+    and keeps BLAS's own threads from competing with numba's.
+    """
+    count = rows.shape[0]
+    n, dim = directions.shape
+    best_index = np.empty(count, dtype=np.intp)
+    best_value = np.empty(count)
+    second_value = np.empty(count)
+    for r in prange(count):
+        top = -np.inf
+        second = -np.inf
+        top_at = -1
+        own = rows[r]
+        for c in range(n):
+            value = 0.0
+            for t in range(dim):
+                value += directions[own, t] * directions[c, t]
+            if value > top:
+                second = top
+                top = value
+                top_at = c
+            elif value > second:
+                second = value
+        best_index[r] = top_at
+        best_value[r] = top
+        second_value[r] = second
+    return best_index, best_value, second_value
+
+
 @jit
 def _row_dot(matrix, row, x):
     """``matrix[row] . x`` as a plain loop (numba's np.dot on short vectors pays a BLAS call each time)."""

@@ -21,6 +21,7 @@ METHODS = ("auto", "wolfe", "lp")
 _DEFAULT_TOL = {"float64": 1e-9, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
 _BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (64 MiB)
 _SCAN_SAMPLE = 2048  # keys whose directions are scanned first (all of them when most certify themselves)
+_FUSED_SCAN_DIM = 32  # up to this dimension the scan runs in numba, above it as BLAS products
 
 
 def default_tol(values):
@@ -201,13 +202,19 @@ def _scan_rows(directions, norms, rows_to_scan, best_margin, best_direction):
 
     Scores are ``directions @ directions.T``: a direction scores key ``j`` by its (bias-free) coordinates.
     """
-    n = directions.shape[0]
+    n, dim = directions.shape
+    fused = dim <= _FUSED_SCAN_DIM
+    if fused:
+        directions = np.ascontiguousarray(directions)
     own_win = np.zeros(rows_to_scan.size, dtype=bool)
     block = max(1, _BLOCK_ENTRIES // n)
     for start in range(0, rows_to_scan.size, block):
         rows = rows_to_scan[start:start + block]
-        scores = np.ascontiguousarray(directions[rows] @ directions.T)
-        winner, top, second = kernels.top_two(scores, rows, False)
+        if fused:
+            winner, top, second = kernels.scan_top_two(directions, rows)
+        else:
+            scores = np.ascontiguousarray(directions[rows] @ directions.T)
+            winner, top, second = kernels.top_two(scores, rows, False)
         margins = (top - second) / norms[rows]
         own_win[start:start + rows.size] = winner == rows
         order = np.lexsort((-margins, winner))  # best margin first within each winner
