@@ -21,23 +21,13 @@ STALLED = 4  # Wolfe's algorithm stopped making progress (numerically degenerate
 
 
 @jit
-def _top_two_row(scores, r, skip, best_index, best_value, second_value):
-    top = -np.inf
-    second = -np.inf
-    top_at = -1
-    for c in range(scores.shape[1]):
-        if c == skip:
-            continue
-        value = scores[r, c]
-        if value > top:
-            second = top
-            top = value
-            top_at = c
-        elif value > second:
-            second = value
-    best_index[r] = top_at
-    best_value[r] = top
-    second_value[r] = second
+def _keep_top_two(value, index, top, second, top_at):
+    """Fold `value` (at `index`) into a running (largest, second largest, index of largest)."""
+    if value > top:
+        return value, top, index
+    if value > second:
+        return top, value, top_at
+    return top, second, top_at
 
 
 @jit
@@ -53,7 +43,12 @@ def top_two(scores, row_keys, exclude_row_key):
     best_value = np.empty(rows)
     second_value = np.empty(rows)
     for r in range(rows):
-        _top_two_row(scores, r, row_keys[r] if exclude_row_key else -1, best_index, best_value, second_value)
+        skip = row_keys[r] if exclude_row_key else -1
+        top, second, top_at = -np.inf, -np.inf, -1
+        for c in range(scores.shape[1]):
+            if c != skip:
+                top, second, top_at = _keep_top_two(scores[r, c], c, top, second, top_at)
+        best_index[r], best_value[r], second_value[r] = top_at, top, second
     return best_index, best_value, second_value
 
 
@@ -70,23 +65,14 @@ def scan_top_two(directions, rows):
     best_value = np.empty(count)
     second_value = np.empty(count)
     for r in prange(count):
-        top = -np.inf
-        second = -np.inf
-        top_at = -1
         own = rows[r]
+        top, second, top_at = -np.inf, -np.inf, -1
         for c in range(n):
             value = 0.0
             for t in range(dim):
                 value += directions[own, t] * directions[c, t]
-            if value > top:
-                second = top
-                top = value
-                top_at = c
-            elif value > second:
-                second = value
-        best_index[r] = top_at
-        best_value[r] = top
-        second_value[r] = second
+            top, second, top_at = _keep_top_two(value, c, top, second, top_at)
+        best_index[r], best_value[r], second_value[r] = top_at, top, second
     return best_index, best_value, second_value
 
 

@@ -80,13 +80,14 @@ def in_hull(points, hull_points, *, tol=None):
 
     Examples
     --------
-    >>> import geomln
-    >>> square = [[0, 0], [1, 0], [0, 1], [1, 1]]
+    >>> import numpy as np, geomln
+    >>> square = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])
     >>> result = geomln.in_hull([[0.5, 0.5], [2.0, 0.5]], square)
     >>> result.inside_mask
     array([ True, False])
-    >>> result.separating_directions[1]
-    array([1., 0.])
+    >>> u = result.separating_directions[1]   # a unit direction in which the point beats every hull point
+    >>> bool(u @ [2.0, 0.5] > (square @ u).max())
+    True
     """
     hull = as_points(hull_points, "hull_points")
     queries = as_points(points, "points")
