@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import assert_one_error_line, run
 
 import geomln
 from geomln import cli
@@ -19,19 +20,8 @@ from geomln import cli
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def run(argv, capsys):
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def assert_one_error_line(err, *patterns):
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("geomln: error: "), err
-    assert "Traceback" not in err
-    for pattern in patterns:
-        assert re.search(pattern, lines[0]), (pattern, lines[0])
 
 
 def ref_angle(u, v):

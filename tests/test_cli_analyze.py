@@ -9,24 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import assert_one_error_line, run
 
 from geomln import analyze_keys, cli, save_keys
 
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "minilm_keys.npz"
 
 
-def run(argv, capsys):
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def assert_one_error_line(err, *patterns):
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("geomln: error: ") and "Traceback" not in err
-    for pattern in patterns:
-        assert re.search(pattern, lines[0]), (pattern, lines[0])
 
 
 @pytest.fixture

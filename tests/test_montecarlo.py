@@ -387,22 +387,9 @@ def test_unreadable_key_file_and_unwritable_checkpoint(tmp_path):
 
 def test_cli_writes_table_json_and_heatmaps(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(
-        [
-            "montecarlo",
-            "--n",
-            "4:12:4",
-            "--d",
-            "2,3",
-            "--trials",
-            "5",
-            "--workers",
-            "1",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    small_grid = ["montecarlo", "--n", "4:12:4", "--d", "2,3", "--trials", "5", "--workers", "1",
+                  "--out", str(out), "--no-progress"]
+    code = main(small_grid)
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "fraction_vs_n.png",
@@ -421,27 +408,7 @@ def test_cli_writes_table_json_and_heatmaps(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "12 cells (12 computed, 0 resumed)" in printed
     assert "exact theory: 9 of 9 cells have it inside the 95% interval" in printed
-    assert (
-        main(
-            [
-                "montecarlo",
-                "--n",
-                "4:12:4",
-                "--d",
-                "2,3",
-                "--trials",
-                "5",
-                "--workers",
-                "1",
-                "--out",
-                str(out),
-                "--no-progress",
-                "--resume",
-                "--no-plots",
-            ]
-        )
-        == 0
-    )
+    assert main([*small_grid, "--resume", "--no-plots"]) == 0
     assert "(0 computed, 12 resumed)" in capsys.readouterr().out
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import assert_one_error_line
 from scipy import integrate, special
 from scipy.spatial import ConvexHull
 
@@ -356,11 +357,6 @@ def run_cli(argv, capsys):
     return code, out, err
 
 
-def assert_one_error_line(err, pattern):
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("geomln: error: ")
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 def test_cli_default_table_is_the_paper_grid(capsys):
