@@ -17,7 +17,7 @@ BORDERLINE_FACTOR = 10.0
 RAY_LENGTH = 16.0
 _MAX_MAJOR_PER_DIM = 50
 #: batches below this many flops run serially: starting threads costs more than it saves
-_PARALLEL_WORK = 4_000_000
+PARALLEL_WORK = 4_000_000
 #: rows per block when measuring distances to the affine hull (bounds the temporary memory)
 _TAIL_BLOCK = 4096
 
@@ -145,7 +145,7 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
     max_major = _MAX_MAJOR_PER_DIM * (dim + 2) + 100
     while pending.size:
         work = pending.size * (candidates.size + sites.shape[0]) * dim
-        kernel = kernels.distance_to_hull_batch if work > _PARALLEL_WORK else kernels.distance_to_hull_serial
+        kernel = kernels.distance_to_hull_batch if work > PARALLEL_WORK else kernels.distance_to_hull_serial
         result = kernel(points, keys[pending], n, ray > 0, candidates, np.ascontiguousarray(sites_t[:, candidates]),
                         site_norm2[candidates], sites_t, low, high, max_major)
         st, dist, marg, direc, supp, wts, violator = result

@@ -52,6 +52,29 @@ def top_two(scores, row_keys, exclude_row_key):
     return best_index, best_value, second_value
 
 
+@jit
+def _scan_row(directions, own):
+    """Largest and second largest score ``directions[own] . directions[c]`` over all c, and the argmax."""
+    n, dim = directions.shape
+    top, second, top_at = -np.inf, -np.inf, -1
+    for c in range(n):
+        value = 0.0
+        for t in range(dim):
+            value += directions[own, t] * directions[c, t]
+        top, second, top_at = _keep_top_two(value, c, top, second, top_at)
+    return top_at, top, second
+
+
+@jit
+def scan_top_two_serial(directions, rows):
+    """Run :func:`scan_top_two` serially, for small scans (no thread start-up cost)."""
+    count = rows.shape[0]
+    best_index, best_value, second_value = np.empty(count, dtype=np.intp), np.empty(count), np.empty(count)
+    for r in range(count):
+        best_index[r], best_value[r], second_value[r] = _scan_row(directions, rows[r])
+    return best_index, best_value, second_value
+
+
 @parallel_jit
 def scan_top_two(directions, rows):
     """Fused ``top_two(directions[rows] @ directions.T)`` for low dimensions, in parallel over rows.
@@ -60,19 +83,9 @@ def scan_top_two(directions, rows):
     and keeps BLAS's own threads from competing with numba's.
     """
     count = rows.shape[0]
-    n, dim = directions.shape
-    best_index = np.empty(count, dtype=np.intp)
-    best_value = np.empty(count)
-    second_value = np.empty(count)
+    best_index, best_value, second_value = np.empty(count, dtype=np.intp), np.empty(count), np.empty(count)
     for r in prange(count):
-        own = rows[r]
-        top, second, top_at = -np.inf, -np.inf, -1
-        for c in range(n):
-            value = 0.0
-            for t in range(dim):
-                value += directions[own, t] * directions[c, t]
-            top, second, top_at = _keep_top_two(value, c, top, second, top_at)
-        best_index[r], best_value[r], second_value[r] = top_at, top, second
+        best_index[r], best_value[r], second_value[r] = _scan_row(directions, rows[r])
     return best_index, best_value, second_value
 
 

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _selectability_kernels as kernels
-from ._hull_geometry import BORDERLINE_FACTOR, RAY_LENGTH, Decisions, affine_frame, decide, solve_with_lp
+from ._hull_geometry import (
+    BORDERLINE_FACTOR,
+    PARALLEL_WORK,
+    RAY_LENGTH,
+    Decisions,
+    affine_frame,
+    decide,
+    solve_with_lp,
+)
 from ._validation import as_choice, as_points, as_tol, as_vector
 from .errors import InputError
 
@@ -211,7 +219,9 @@ def _scan_rows(directions, norms, rows_to_scan, best_margin, best_direction):
     for start in range(0, rows_to_scan.size, block):
         rows = rows_to_scan[start:start + block]
         if fused:
-            winner, top, second = kernels.scan_top_two(directions, rows)
+            parallel = rows.size * n * dim > PARALLEL_WORK
+            scan = kernels.scan_top_two if parallel else kernels.scan_top_two_serial
+            winner, top, second = scan(directions, rows)
         else:
             scores = np.ascontiguousarray(directions[rows] @ directions.T)
             winner, top, second = kernels.top_two(scores, rows, False)
