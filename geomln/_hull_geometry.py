@@ -99,6 +99,15 @@ class Decisions:
         return self.support[slot, :used], self.weights[slot, :used]
 
 
+def wolfe_limits(tol, dim):
+    """Return Wolfe's stopping distances ``(low, high)`` for `tol` and its iteration cap in dimension `dim`.
+
+    A key within `low` of the hull is certainly unselectable, one separated by more than `high` certainly
+    selectable; in between the exact distance decides and the key is borderline.
+    """
+    return tol / BORDERLINE_FACTOR, tol * BORDERLINE_FACTOR, _MAX_MAJOR_PER_DIM * (dim + 2) + 100
+
+
 def _seed_candidates(points, n, seeds):
     seeds = np.unique(np.asarray(seeds, dtype=np.intp))
     if seeds.size >= 2:
@@ -129,8 +138,8 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
     -------
     Decisions
     """
-    low, high = tol / BORDERLINE_FACTOR, tol * BORDERLINE_FACTOR
     dim = points.shape[1]
+    low, high, max_major = wolfe_limits(tol, dim)
     count = keys.shape[0]
     decisions = Decisions.empty(count, dim)
     candidates = _seed_candidates(points, n, seeds)
@@ -142,7 +151,6 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
     sites_t = np.ascontiguousarray(sites.T)
     site_norm2 = (sites * sites).sum(axis=1)
     pending = np.arange(count)
-    max_major = _MAX_MAJOR_PER_DIM * (dim + 2) + 100
     while pending.size:
         work = pending.size * (candidates.size + sites.shape[0]) * dim
         kernel = kernels.distance_to_hull_batch if work > PARALLEL_WORK else kernels.distance_to_hull_serial

@@ -18,6 +18,10 @@ SELECTABLE = 1  # witness margin over every other key > high: certain
 CONVERGED = 2  # exact distance found, between low and high: decide by tol, borderline
 NEED_POINT = 3  # a key outside conv(candidates) violates the witness: add it and run again
 STALLED = 4  # Wolfe's algorithm stopped making progress (numerically degenerate corral)
+REFLECTIONS = 8  # braid reflections tried before Wolfe's algorithm in sets where most keys are vertices
+
+
+
 
 
 @jit
@@ -398,3 +402,142 @@ def distance_to_hull_batch(points, keys, n, has_ray, cand_ids, cand_t, cand_norm
         _decide_key(points, keys[row], n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major,
                     row, out)
     return out
+
+
+@jit
+def _normalized_set(keys):
+    """Return `keys` centred at their mean and divided by their radius, and whether that was safe.
+
+    Not safe (the caller must use the full engine) when the radius is zero or so extreme that squares
+    of coordinates could under- or overflow.
+    """
+    n, dim = keys.shape
+    centred = keys - keys.sum(axis=0) / n
+    radius2 = 0.0
+    for i in range(n):
+        radius2 = max(radius2, _row_dot(centred, i, centred[i]))
+    if not 1e-280 < radius2 < 1e280:
+        return centred, False
+    return centred / np.sqrt(radius2), True
+
+
+@jit
+def _has_equal_rows(keys):
+    n, dim = keys.shape
+    for i in range(n):
+        for j in range(i + 1, n):
+            same = True
+            for t in range(dim):
+                if keys[i, t] != keys[j, t]:
+                    same = False
+                    break
+            if same:
+                return True
+    return False
+
+
+@jit
+def _reflection_certifies(points, points_t, key, high, reflections, scores, query):
+    """Whether a few braid reflections of the key's own direction make it the argmax by more than `high`.
+
+    The cheap heuristic of Grivas et al. (2022): reflect the query across the hyperplane on which the key
+    and the current winner tie, so that the key beats that winner. Costs ``O(n d)`` per reflection.
+    """
+    dim = points.shape[1]
+    for t in range(dim):
+        query[t] = points[key, t]
+    for _ in range(reflections):
+        _scores_into(points_t, query, scores)
+        top, second, top_at = -np.inf, -np.inf, -1
+        for c in range(scores.shape[0]):
+            top, second, top_at = _keep_top_two(scores[c], c, top, second, top_at)
+        if top_at == key:
+            return top - second > high * np.sqrt((query * query).sum())
+        along, length2 = 0.0, 0.0
+        for t in range(dim):
+            step = points[key, t] - points[top_at, t]
+            along += query[t] * step
+            length2 += step * step
+        for t in range(dim):
+            query[t] -= 2.0 * along / length2 * (points[key, t] - points[top_at, t])
+    return False
+
+
+@jit
+def _count_unselectable_in_set(points, ids, low, high, max_major, out):
+    """Count the unselectable keys of one normalized set as the engine decides them.
+
+    Returns ``(settled, count)``: `settled` is False as soon as a key is neither certainly unselectable nor
+    certainly selectable (borderline, stalled), and the whole set must then go through the engine.
+    """
+    n, dim = points.shape
+    points_t = np.ascontiguousarray(points.T)
+    norm2 = np.empty(n)
+    for i in range(n):
+        norm2[i] = _row_dot(points, i, points[i])
+    certain = np.zeros(n, dtype=np.bool_)
+    scores = np.empty(n)
+    for i in range(n):  # the engine's witness scan: each key's own direction certifies its strict argmax
+        if norm2[i] > 0.0:
+            _scores_into(points_t, points[i], scores)
+            top, second, top_at = -np.inf, -np.inf, -1
+            for c in range(n):
+                top, second, top_at = _keep_top_two(scores[c], c, top, second, top_at)
+            if (top - second) / np.sqrt(norm2[i]) > high:
+                certain[top_at] = True
+    status, support, weights = out[0], out[4], out[5]
+    query = np.empty(dim)
+    # where the scan certified most keys, the others are likely vertices too: try cheap reflections first
+    reflections = REFLECTIONS if 2 * certain.sum() > n else 0
+    unselectable = 0
+    for i in range(n):
+        if certain[i] or _reflection_certifies(points, points_t, i, high, reflections, scores, query):
+            continue
+        support[0, :] = -1
+        _decide_key(points, i, n, False, ids, points_t, norm2, points_t, low, high, max_major, 0, out)
+        if status[0] == SELECTABLE:
+            continue
+        if status[0] != UNSELECTABLE:
+            return False, 0
+        residual = points[i].copy()  # re-check the certificate: |sum_k w_k p_k - p_i| <= 10 low (= tol)
+        for k in range(support.shape[1]):
+            if support[0, k] >= 0:
+                for t in range(dim):
+                    residual[t] -= weights[0, k] * points[support[0, k], t]
+        if np.sqrt((residual * residual).sum()) > 10.0 * low:
+            return False, 0
+        unselectable += 1
+    return True, unselectable
+
+
+@jit
+def count_unselectable_sets(key_sets, low, high, max_major):
+    """Count the unselectable keys in each of many small bias-free key sets, in one serial call.
+
+    Each set (a row of `key_sets`, shape (sets, n, dim)) is centred and divided by its radius, then
+    decided as the engine decides it: the own-direction witness scan certifies strict argmaxes with a
+    margin above `high`, and Wolfe's algorithm against all other keys decides every other key (within
+    `low`: unselectable, with its convex combination re-checked; separated by more than `high`:
+    selectable). Sets with equal keys, an extreme radius or a key between `low` and `high` are left
+    unsettled for the caller to run through the full engine.
+
+    Returns
+    -------
+    counts : ndarray of int64, shape (sets,)
+    settled : ndarray of bool, shape (sets,)
+    """
+    sets, n, dim = key_sets.shape
+    counts = np.zeros(sets, dtype=np.int64)
+    settled = np.zeros(sets, dtype=np.bool_)
+    ids = np.arange(n)
+    out = _allocate_decisions(1, dim)
+    for s in range(sets):
+        if n == 1:
+            settled[s] = True
+            continue
+        if _has_equal_rows(key_sets[s]):
+            continue
+        points, safe = _normalized_set(key_sets[s])
+        if safe:
+            settled[s], counts[s] = _count_unselectable_in_set(points, ids, low, high, max_major, out)
+    return counts, settled

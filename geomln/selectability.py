@@ -19,6 +19,7 @@ from ._hull_geometry import (
     affine_frame,
     decide,
     solve_with_lp,
+    wolfe_limits,
 )
 from ._validation import as_choice, as_points, as_tol, as_vector
 from .errors import InputError
@@ -387,6 +388,41 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
             directions[undecided[selectable]] = decisions.direction[selectable]
     return _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, verdict,
                      borderline, margins, directions, undecided, decisions, tol, method)
+
+
+def count_unselectable(key_sets, tol):
+    """Return the number of unselectable keys in each of many bias-free key sets of one shape.
+
+    For Monte Carlo runs over many small sets: one numba call settles most sets with the engine's own
+    decision rules and certificates (see ``count_unselectable_sets``); the few it leaves unsettled (equal
+    keys, borderline or stalled keys) go through :func:`selectable_keys`. Each count equals
+    ``selectable_keys(key_sets[s], tol=tol).n_unselectable``.
+
+    Parameters
+    ----------
+    key_sets : ndarray, shape (sets, n, d)
+        Finite float64 keys (validated by the caller).
+    tol : float
+        Relative tolerance, as in :func:`selectable_keys`.
+
+    Returns
+    -------
+    ndarray of int64, shape (sets,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> square_and_centre = [[0, 0], [2, 0], [0, 2], [2, 2], [1, 1]]
+    >>> house = [[0, 0], [2, 0], [0, 2], [2, 2], [1, 3]]
+    >>> count_unselectable(np.array([square_and_centre, house], dtype=float), 1e-9)
+    array([1, 0])
+    """
+    key_sets = np.ascontiguousarray(key_sets, dtype=np.float64)
+    low, high, max_major = wolfe_limits(tol, key_sets.shape[2])
+    counts, settled = kernels.count_unselectable_sets(key_sets, low, high, max_major)
+    for unsettled in np.flatnonzero(~settled):
+        counts[unsettled] = selectable_keys(key_sets[unsettled], tol=tol).n_unselectable
+    return counts
 
 
 def _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method):

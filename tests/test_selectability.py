@@ -19,9 +19,11 @@ from oracles import (
 from scipy.stats import special_ortho_group
 
 from geomln import _selectability_kernels
+from geomln._hull_geometry import wolfe_limits
 from geomln.errors import InputError
 from geomln.selectability import (
     Selectability,
+    count_unselectable,
     default_tol,
     hull_vertices,
     selectable_keys,
@@ -873,3 +875,49 @@ def test_many_collinear_and_coplanar_points_in_higher_dimension():
     np.testing.assert_array_equal(result.selectable_indices, np.sort([np.argmin(t), np.argmax(t)]))
     assert exact_verdicts_hold(line, result) == []
     assert verify_selectability(line, result).size == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# batch counts for Monte Carlo runs (one numba call over many sets, the engine for the rest)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_count_of_each_case_is_the_engine_count_under_symmetries(name, rng):
+    keys = CASES[name].keys
+    moved = 3.5 * keys[rng.permutation(keys.shape[0])] + rng.standard_normal(keys.shape[1])
+    counts = count_unselectable(np.stack([keys, moved]), default_tol(keys))
+    np.testing.assert_array_equal(counts, [selectable_keys(keys).n_unselectable] * 2)
+    if CASES[name].general_position:
+        assert counts[0] == keys.shape[0] - qhull_vertices(keys).size
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 8, 15])
+@pytest.mark.parametrize("n", [1, 2, 5, 20, 60])
+@pytest.mark.parametrize("normalize", ["none", "projection", "layernorm"])
+def test_batch_counts_match_the_engine_and_qhull_on_random_sets(n, d, normalize):
+    gen = np.random.default_rng([n, d])
+    key_sets = gen.standard_normal((12, n, d))
+    if d == 1 and normalize != "none":
+        key_sets = np.zeros_like(key_sets)  # the projection of a 1-D key is 0: all keys equal
+    elif normalize != "none":
+        key_sets = layer_norm_rows(key_sets.reshape(-1, d), scale=normalize == "layernorm").reshape(12, n, d)
+    counts = count_unselectable(key_sets, 1e-9)
+    np.testing.assert_array_equal(counts, [selectable_keys(keys).n_unselectable for keys in key_sets])
+    if normalize == "none" and 2 <= d <= 8 and n > d + 1:
+        np.testing.assert_array_equal(counts, [n - qhull_vertices(keys).size for keys in key_sets])
+
+
+def test_batch_kernel_leaves_equal_keys_and_borderline_keys_to_the_engine():
+    square_and_centre = np.array([[0, 0], [2, 0], [0, 2], [2, 2], [1, 1]], dtype=float)
+    repeated = np.vstack([square_and_centre[:4], square_and_centre[:1]])
+    nearly_on_edge = square_and_centre.copy()
+    nearly_on_edge[4] = [1.0, -2e-9]  # 1e-9 beyond the edge [0, 0]-[2, 0]: within 10 tol of the hull
+    key_sets = np.stack([square_and_centre, repeated, nearly_on_edge])
+    low, high, max_major = wolfe_limits(1e-9, 2)
+    counts, settled = _selectability_kernels.count_unselectable_sets(key_sets, low, high, max_major)
+    np.testing.assert_array_equal(settled, [True, False, False])
+    assert counts[0] == 1
+    full = count_unselectable(key_sets, 1e-9)
+    np.testing.assert_array_equal(full, [selectable_keys(keys).n_unselectable for keys in key_sets])
+    assert selectable_keys(nearly_on_edge).borderline_mask[4]
