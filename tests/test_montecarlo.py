@@ -80,6 +80,21 @@ def test_cells_equal_qhull_recount_of_the_documented_streams():
         assert row.mean_vertices == pytest.approx(row.n - counts.mean())
 
 
+@pytest.mark.parametrize("distribution", ["uniform_cube", "uniform_ball"])
+def test_cells_equal_a_trial_by_trial_recount_with_the_engine(distribution):
+    norms = ["none", "projection", "layernorm"]
+    result = estimate_unselectable([9, 25], [3, 6], trials=10, seed=3, distribution=distribution,
+                                   normalization=norms, **FAST)
+    for n, d in [(9, 3), (9, 6), (25, 3), (25, 6)]:
+        rng = np.random.default_rng(cells.cell_seed(3, distribution, n, d))
+        raw = [cells.sample(distribution, rng, n, d) for _ in range(10)]  # one draw per trial, shared by norms
+        for norm in norms:
+            counts = np.array([geomln.selectable_keys(cells.normalize(norm, keys)).n_unselectable for keys in raw])
+            (row,) = [row for row in result if (row.n, row.d, row.normalization) == (n, d, norm)]
+            assert row.fraction == pytest.approx(np.mean(counts / n), abs=1e-15)
+            assert row.mean_vertices == pytest.approx(n - counts.mean())
+
+
 def test_one_dimension_is_exact():
     row = estimate_unselectable(9, 1, trials=5, **FAST).rows[0]
     assert (row.fraction, row.fraction_sd, row.fraction_low, row.fraction_high) == (7 / 9, 0.0, 7 / 9, 7 / 9)
