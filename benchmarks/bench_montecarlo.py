@@ -1,7 +1,8 @@
 """Full Figure 1c/1d grid with geomln.estimate_unselectable, side by side with the published pipeline.
 
-Run: ``python benchmarks/bench_montecarlo.py [--workers 2] [--baseline-cells 24] [--baseline-trials 2]``.
+Run: ``python benchmarks/bench_montecarlo.py [--workers 2] [--baseline-cells 120] [--baseline-trials 3]``.
 
+0. The batch kernel's first call in fresh processes, with an empty numba cache and with a filled one.
 1. The full default grid (n = 3..60, d = 3..15, 100 trials, normalizations none and layernorm:
    150,800 key sets) through ``geomln.estimate_unselectable``: wall time, warm-up, time inside cells,
    and the per-set cost of the batch path the cells use vs one ``selectable_keys`` call per set.
@@ -18,7 +19,9 @@ The baseline's two steps are ``braid_heuristic`` and ``chebyshev_lp`` from ``ben
 
 import argparse
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -65,6 +68,24 @@ def published_unselectable_as_run(keys):
     _SHARED["keys"] = keys  # a module global inherited by the forked workers, as in the original
     with multiprocessing.get_context("fork").Pool(processes=max(1, (os.cpu_count() or 2) - 1)) as pool:
         return sum(pool.imap_unordered(_pooled_key, range(n)))
+
+
+_FIRST_CELL = """
+from geomln import _montecarlo_cells as cells
+print(cells.warmup())
+"""
+
+
+def first_call_seconds():
+    """Batch-kernel first call in fresh processes: with an empty numba cache (compile), then with it filled."""
+    seconds = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for _ in range(2):
+            out = subprocess.run([sys.executable, "-c", _FIRST_CELL], env=env, capture_output=True, text=True,
+                                 check=True)
+            seconds.append(float(out.stdout))
+    print(f"batch kernel first call in a fresh process: cold cache {seconds[0]:.1f} s, warm cache {seconds[1]:.2f} s")
 
 
 def full_grid(workers):
@@ -170,11 +191,14 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--baseline-cells", type=int, default=24)
-    parser.add_argument("--baseline-trials", type=int, default=2)
+    parser.add_argument("--baseline-cells", type=int, default=120)
+    parser.add_argument("--baseline-trials", type=int, default=3)
     parser.add_argument("--as-run-sets", type=int, default=12, help="sets timed with a process pool per set")
     parser.add_argument("--skip-grid", action="store_true", help="only the per-set comparison")
+    parser.add_argument("--no-compile", action="store_true", help="skip the cold/warm first-call timing")
     args = parser.parse_args()
+    if not args.no_compile:
+        first_call_seconds()
     rng = np.random.default_rng(2023)
     wall = None
     if not args.skip_grid:
