@@ -115,20 +115,22 @@ def _scores_into(columns, x, scores):
 
 
 @jit
-def _affine_minimizer(corral, size, q, r, alpha):
+def _affine_minimizer(corral, size, q, r, alpha, valid):
     """Weights (summing to 1) of the point of least norm in the affine hull of ``corral[:size]``.
 
     Solves ``min |p_0 + sum_k t_k (p_k - p_0)|`` by a modified Gram-Schmidt QR factorisation (with one
     reorthogonalisation pass) of the differences, in the workspaces `q` (rows), `r` and `alpha`, which
-    receives the weights. Returns whether the corral is affinely independent (no difference is, relative
-    to its length, within 1e-12 of the span of the earlier ones).
+    receives the weights. The first `valid` columns of `q` and `r` are reused: they already factor the
+    first `valid` differences (each column depends only on the earlier ones, so the result is the same as
+    a full factorisation). Returns whether the corral is affinely independent (no difference is,
+    relative to its length, within 1e-12 of the span of the earlier ones).
     """
     dim = corral.shape[1]
     alpha[0] = 1.0
     if size == 1:
         return True
     columns = size - 1
-    for k in range(columns):
+    for k in range(valid, columns):
         length = 0.0
         for t in range(dim):
             q[k, t] = corral[k + 1, t] - corral[0, t]
@@ -162,17 +164,19 @@ def _affine_minimizer(corral, size, q, r, alpha):
 
 
 @jit
-def _minor_cycle(corral, corral_ids, weights, size, workspace):
+def _minor_cycle(corral, corral_ids, weights, size, workspace, valid):
     """Wolfe's minor cycle: move the weights towards the affine minimizer, dropping points that reach 0.
 
-    Returns the new corral size and whether the corral stayed affinely independent.
+    `valid` columns of the workspace's QR factorisation still match the corral (see
+    :func:`_affine_minimizer`). Returns the new corral size, whether the corral stayed affinely
+    independent, and how many columns of the factorisation match the returned corral.
     """
     dim = corral.shape[1]
     q, r, alpha = workspace
     while True:
-        independent = _affine_minimizer(corral, size, q, r, alpha)
+        independent = _affine_minimizer(corral, size, q, r, alpha, valid)
         if not independent:
-            return size, False
+            return size, False, 0
         positive = True
         for k in range(size):
             if alpha[k] <= 1e-14:
@@ -180,7 +184,8 @@ def _minor_cycle(corral, corral_ids, weights, size, workspace):
         if positive:
             for k in range(size):
                 weights[k] = alpha[k]
-            return size, True
+            return size, True, size - 1
+        valid = 0  # points are dropped below: the corral changes, refactor it
         theta = 1.0
         for k in range(size):
             if alpha[k] <= 1e-14 and weights[k] - alpha[k] > 0:
@@ -212,7 +217,7 @@ def _minor_cycle(corral, corral_ids, weights, size, workspace):
             weights[k] /= total
         if size == 1:
             weights[0] = 1.0
-            return size, True
+            return size, True, 0
 
 
 @jit
@@ -262,6 +267,7 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, hi
     x = corral[0].copy()
     stalled = True  # unless a stopping rule below is met within max_major iterations
     separated = False
+    valid = 0  # columns of the workspace's QR factorisation that match the corral
     for _ in range(max_major):
         norm2 = (x * x).sum()
         if norm2 <= low * low:
@@ -296,7 +302,7 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, hi
         for t in range(dim):
             corral[size, t] = cand_t[t, entering] - origin[t]
         weights[size] = 0.0
-        size, independent = _minor_cycle(corral, corral_ids, weights, size + 1, workspace)
+        size, independent, valid = _minor_cycle(corral, corral_ids, weights, size + 1, workspace, valid)
         if not independent:
             break
         for t in range(dim):
