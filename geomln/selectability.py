@@ -5,12 +5,12 @@ Key ``i`` of ``keys`` (n, d) is *selectable* iff some query ``q`` gives it the s
 the convex hull of the keys and no other key equals it.
 """
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import _selectability_kernels as kernels
+from ._combinations import Combinations, packed_combinations
 from ._hull_geometry import (
     BORDERLINE_FACTOR,
     PARALLEL_WORK,
@@ -97,7 +97,7 @@ class Selectability:
     duplicate_of: np.ndarray
     witness_queries: np.ndarray
     margins: np.ndarray
-    combinations: Mapping = field(repr=False)
+    combinations: Combinations = field(repr=False)
     borderline_mask: np.ndarray
     tol: float
     scale: float
@@ -455,75 +455,13 @@ def _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_
     else:
         witness[unique_rows[chosen]], full_margins[unique_rows[chosen]] = _bias_witnesses(
             frame, lifted, chosen, directions[chosen], bias_scale)
-    combinations = _combinations(np.flatnonzero(~verdict & (duplicate_of[unique_rows] < 0)), undecided, decisions,
-                                 unique_rows, duplicate_of)
+    unselectable = np.flatnonzero(~verdict & (duplicate_of[unique_rows] < 0))
+    combinations = packed_combinations(unselectable, undecided, decisions, unique_rows, duplicate_of)
     return Selectability(
         selectable_mask=selectable_mask, n=n, d=d, affine_rank=frame.rank, duplicate_of=duplicate_of,
         witness_queries=witness, margins=full_margins, combinations=combinations,
         borderline_mask=borderline_mask, tol=tol, scale=frame.radius, bias_scale=bias_scale, method=method,
         has_bias=has_bias,
-    )
-
-
-class Combinations(Mapping):
-    """Read-only mapping ``key -> (indices, weights)`` of convex-combination certificates.
-
-    Backed by packed arrays (one row per unselectable key), so results with many thousands of unselectable
-    keys cost no per-key Python objects until a certificate is looked up.
-    """
-
-    def __init__(self, keys, indices, weights, counts):
-        order = np.argsort(keys, kind="stable")
-        self._keys, self._indices = keys[order], indices[order]
-        self._weights, self._counts = weights[order], counts[order]
-
-    def __getitem__(self, key):
-        position = int(np.searchsorted(self._keys, key))
-        if position == self._keys.size or self._keys[position] != key:
-            raise KeyError(key)
-        used = self._counts[position]
-        return self._indices[position, :used], self._weights[position, :used]
-
-    def __iter__(self):
-        return (int(key) for key in self._keys)
-
-    def __len__(self):
-        return self._keys.size
-
-    def __repr__(self):
-        return f"Combinations({len(self)} unselectable keys)"
-
-
-def _combinations(unselectable, undecided, decisions, unique_rows, duplicate_of):
-    """Certificates of the unselectable keys, in original key indices, as a :class:`Combinations`.
-
-    Support ids ``>= m`` are virtual points (a key pushed down the bias ray); they stand for the same key,
-    so their weights merge with its own. A duplicated key's certificate is its copy, with weight 1.
-    """
-    m = unique_rows.size
-    slot_of = np.full(m, -1, dtype=np.intp)
-    slot_of[undecided] = np.arange(undecided.size)
-    slots = slot_of[unselectable]
-    support, weights = decisions.support[slots], decisions.weights[slots].copy()
-    counts = (support >= 0).sum(axis=1)
-    virtual = support >= m
-    support = np.where(virtual, support - m, support)
-    indices = unique_rows[np.maximum(support, 0)]
-    for row in np.flatnonzero(virtual.any(axis=1)):
-        ids, position = np.unique(indices[row, : counts[row]], return_inverse=True)
-        merged = np.bincount(position, weights=weights[row, : counts[row]])
-        indices[row, : ids.size], weights[row, : ids.size], counts[row] = ids, merged, ids.size
-    copies = np.flatnonzero(duplicate_of >= 0)
-    width = max(indices.shape[1], 1)
-    copy_indices = np.zeros((copies.size, width), dtype=np.intp)
-    copy_indices[:, 0] = duplicate_of[copies]
-    copy_weights = np.zeros((copies.size, width))
-    copy_weights[:, 0] = 1.0
-    return Combinations(
-        np.concatenate([unique_rows[unselectable], copies]).astype(np.intp),
-        np.vstack([indices.reshape(-1, width), copy_indices]),
-        np.vstack([weights.reshape(-1, width), copy_weights]),
-        np.concatenate([counts, np.ones(copies.size, dtype=counts.dtype)]),
     )
 
 

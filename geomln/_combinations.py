@@ -1,0 +1,86 @@
+"""Convex-combination certificates of unselectable keys, packed in arrays.
+
+A result with many thousands of unselectable keys stores their certificates as a few 2-D arrays (one row per
+key) and builds no per-key Python objects until a certificate is looked up.
+"""
+
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["Combinations", "packed_combinations"]
+
+
+class Combinations(Mapping):
+    """Read-only mapping ``key -> (indices, weights)`` of convex-combination certificates.
+
+    Backed by packed arrays (one row per unselectable key), so results with many thousands of unselectable
+    keys cost no per-key Python objects until a certificate is looked up.
+    """
+
+    def __init__(self, keys, indices, weights, counts):
+        order = np.argsort(keys, kind="stable")
+        self._keys, self._indices = keys[order], indices[order]
+        self._weights, self._counts = weights[order], counts[order]
+
+    def __getitem__(self, key):
+        position = int(np.searchsorted(self._keys, key))
+        if position == self._keys.size or self._keys[position] != key:
+            raise KeyError(key)
+        used = self._counts[position]
+        return self._indices[position, :used], self._weights[position, :used]
+
+    def __iter__(self):
+        return (int(key) for key in self._keys)
+
+    def __len__(self):
+        return self._keys.size
+
+    def __repr__(self):
+        return f"Combinations({len(self)} unselectable keys)"
+
+
+def packed_combinations(unselectable, undecided, decisions, unique_rows, duplicate_of):
+    """Certificates of the unselectable keys, in original key indices, as a :class:`Combinations`.
+
+    Support ids ``>= m`` are virtual points (a key pushed down the bias ray); they stand for the same key,
+    so their weights merge with its own. A duplicated key's certificate is its copy, with weight 1.
+
+    Parameters
+    ----------
+    unselectable : ndarray of intp
+        Unselectable rows among the ``m`` distinct keys (copies of duplicated keys excluded).
+    undecided : ndarray of intp
+        Rows that went through the decision loop, aligned with `decisions`.
+    decisions : Decisions
+        Their outcomes (support ids and weights of each convex combination).
+    unique_rows : ndarray of intp, shape (m,)
+        Original index of each distinct key.
+    duplicate_of : ndarray of intp, shape (n,)
+        Index of another identical key for each key, or -1.
+    """
+    m = unique_rows.size
+    slot_of = np.full(m, -1, dtype=np.intp)
+    slot_of[undecided] = np.arange(undecided.size)
+    slots = slot_of[unselectable]
+    support, weights = decisions.support[slots], decisions.weights[slots].copy()
+    counts = (support >= 0).sum(axis=1)
+    virtual = support >= m
+    support = np.where(virtual, support - m, support)
+    indices = unique_rows[np.maximum(support, 0)]
+    for row in np.flatnonzero(virtual.any(axis=1)):
+        ids, position = np.unique(indices[row, : counts[row]], return_inverse=True)
+        merged = np.bincount(position, weights=weights[row, : counts[row]])
+        indices[row, : ids.size], weights[row, : ids.size], counts[row] = ids, merged, ids.size
+    copies = np.flatnonzero(duplicate_of >= 0)
+    width = max(indices.shape[1], 1)
+    copy_indices = np.zeros((copies.size, width), dtype=np.intp)
+    copy_indices[:, 0] = duplicate_of[copies]
+    copy_weights = np.zeros((copies.size, width))
+    copy_weights[:, 0] = 1.0
+    return Combinations(
+        np.concatenate([unique_rows[unselectable], copies]).astype(np.intp),
+        np.vstack([indices.reshape(-1, width), copy_indices]),
+        np.vstack([weights.reshape(-1, width), copy_weights]),
+        np.concatenate([counts, np.ones(copies.size, dtype=counts.dtype)]),
+    )
