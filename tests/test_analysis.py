@@ -9,7 +9,7 @@ import pytest
 
 import geomln
 from geomln import DataFileError, InputError, KeyArray, analyze_keys, save_keys
-from geomln.analysis import causal_last_positions
+from geomln.causal import causal_last_positions
 
 SQUARE = np.array([[0, 0], [4, 0], [0, 4], [4, 4]], dtype=float)
 
