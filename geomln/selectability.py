@@ -31,6 +31,7 @@ _DEFAULT_TOL = {"float64": 1e-9, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1
 _BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (64 MiB)
 _SCAN_SAMPLE = 2048  # keys whose directions are scanned first (all of them when most certify themselves)
 _FUSED_SCAN_DIM = 32  # up to this dimension the scan runs in numba, above it as BLAS products
+_BATCH_MAX_KEYS = 256  # count_unselectable: larger sets go through the engine one by one
 
 
 def default_tol(values):
@@ -395,7 +396,9 @@ def count_unselectable(key_sets, tol):
 
     For Monte Carlo runs over many small sets: one numba call settles most sets with the engine's own
     decision rules and certificates (see ``count_unselectable_sets``); the few it leaves unsettled (equal
-    keys, borderline or stalled keys) go through :func:`selectable_keys`. Each count equals
+    keys, borderline or stalled keys) go through :func:`selectable_keys`. Sets of more than 256 keys, where
+    the batch kernel's scan against all keys costs more than the engine's working-set loop, go through
+    :func:`selectable_keys` one by one. Each count equals
     ``selectable_keys(key_sets[s], tol=tol).n_unselectable``.
 
     Parameters
@@ -418,6 +421,8 @@ def count_unselectable(key_sets, tol):
     array([1, 0])
     """
     key_sets = np.ascontiguousarray(key_sets, dtype=np.float64)
+    if key_sets.shape[1] > _BATCH_MAX_KEYS:  # the batch kernel's O(n^2) steps lose to the engine's O(n h)
+        return np.array([selectable_keys(keys, tol=tol).n_unselectable for keys in key_sets], dtype=np.int64)
     low, high, max_major = wolfe_limits(tol, key_sets.shape[2])
     counts, settled = kernels.count_unselectable_sets(key_sets, low, high, max_major)
     for unsettled in np.flatnonzero(~settled):

@@ -908,6 +908,12 @@ def test_batch_counts_match_the_engine_and_qhull_on_random_sets(n, d, normalize)
         np.testing.assert_array_equal(counts, [n - qhull_vertices(keys).size for keys in key_sets])
 
 
+def test_batch_counts_of_large_sets_match_qhull():
+    key_sets = np.random.default_rng(11).standard_normal((2, 300, 3))  # above the batch kernel's size limit
+    counts = count_unselectable(key_sets, 1e-9)
+    np.testing.assert_array_equal(counts, [300 - qhull_vertices(keys).size for keys in key_sets])
+
+
 def test_batch_kernel_leaves_equal_keys_and_borderline_keys_to_the_engine():
     square_and_centre = np.array([[0, 0], [2, 0], [0, 2], [2, 2], [1, 1]], dtype=float)
     repeated = np.vstack([square_and_centre[:4], square_and_centre[:1]])
