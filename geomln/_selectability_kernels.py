@@ -18,6 +18,8 @@ SELECTABLE = 1  # witness margin over every other key > high: certain
 CONVERGED = 2  # exact distance found, between low and high: decide by tol, borderline
 NEED_POINT = 3  # a key outside conv(candidates) violates the witness: add it and run again
 STALLED = 4  # Wolfe's algorithm stopped making progress (numerically degenerate corral)
+_SCAN_CHUNK = 64  # rows per thread task in scan_top_two (they share one score workspace)
+_SCORE_BLOCK = 512  # keys scored at a time by one scan row (a 4 KiB workspace)
 REFLECTIONS = 8  # braid reflections tried before Wolfe's algorithm in sets where most keys are vertices
 
 
@@ -57,39 +59,54 @@ def top_two(scores, row_keys, exclude_row_key):
 
 
 @jit
-def _scan_row(directions, own):
-    """Largest and second largest score ``directions[own] . directions[c]`` over all c, and the argmax."""
-    n, dim = directions.shape
+def _scan_row(directions_t, direction, scores):
+    """Largest and second largest score ``direction . directions_t[:, c]`` over all c, and the argmax.
+
+    Scores are computed block by block into the workspace `scores` (length ``_SCORE_BLOCK``, small enough
+    to stay in cache) along contiguous memory, so the inner loop vectorises.
+    """
+    dim, n = directions_t.shape
     top, second, top_at = -np.inf, -np.inf, -1
-    for c in range(n):
-        value = 0.0
+    for begin in range(0, n, _SCORE_BLOCK):
+        width = min(n - begin, _SCORE_BLOCK)
+        block = scores[:width]
+        block[:] = 0.0
         for t in range(dim):
-            value += directions[own, t] * directions[c, t]
-        top, second, top_at = _keep_top_two(value, c, top, second, top_at)
+            weight = direction[t]
+            row = directions_t[t, begin:begin + width]
+            for c in range(width):
+                block[c] += weight * row[c]
+        for c in range(width):
+            top, second, top_at = _keep_top_two(block[c], begin + c, top, second, top_at)
     return top_at, top, second
 
 
 @jit
-def scan_top_two_serial(directions, rows):
+def scan_top_two_serial(directions, directions_t, rows):
     """Run :func:`scan_top_two` serially, for small scans (no thread start-up cost)."""
     count = rows.shape[0]
     best_index, best_value, second_value = np.empty(count, dtype=np.intp), np.empty(count), np.empty(count)
+    scores = np.empty(_SCORE_BLOCK)
     for r in range(count):
-        best_index[r], best_value[r], second_value[r] = _scan_row(directions, rows[r])
+        best_index[r], best_value[r], second_value[r] = _scan_row(directions_t, directions[rows[r]], scores)
     return best_index, best_value, second_value
 
 
 @parallel_jit
-def scan_top_two(directions, rows):
+def scan_top_two(directions, directions_t, rows):
     """Fused ``top_two(directions[rows] @ directions.T)`` for low dimensions, in parallel over rows.
 
-    Scores are computed on the fly (no score matrix), which in low dimension is as fast as a BLAS product
-    and keeps BLAS's own threads from competing with numba's.
+    `directions_t` is the transpose of `directions` (C-contiguous). Scores are computed on the fly, one
+    row at a time (no score matrix), which in low dimension is as fast as a BLAS product and keeps BLAS's
+    own threads from competing with numba's. Rows go to threads in chunks that share one workspace.
     """
     count = rows.shape[0]
     best_index, best_value, second_value = np.empty(count, dtype=np.intp), np.empty(count), np.empty(count)
-    for r in prange(count):
-        best_index[r], best_value[r], second_value[r] = _scan_row(directions, rows[r])
+    chunks = (count + _SCAN_CHUNK - 1) // _SCAN_CHUNK
+    for chunk in prange(chunks):
+        scores = np.empty(_SCORE_BLOCK)
+        for r in range(chunk * _SCAN_CHUNK, min(count, (chunk + 1) * _SCAN_CHUNK)):
+            best_index[r], best_value[r], second_value[r] = _scan_row(directions_t, directions[rows[r]], scores)
     return best_index, best_value, second_value
 
 

@@ -216,6 +216,7 @@ def _scan_rows(directions, norms, rows_to_scan, best_margin, best_direction):
     fused = dim <= _FUSED_SCAN_DIM
     if fused:
         directions = np.ascontiguousarray(directions)
+        directions_t = np.ascontiguousarray(directions.T)
     own_win = np.zeros(rows_to_scan.size, dtype=bool)
     block = max(1, _BLOCK_ENTRIES // n)
     for start in range(0, rows_to_scan.size, block):
@@ -223,7 +224,7 @@ def _scan_rows(directions, norms, rows_to_scan, best_margin, best_direction):
         if fused:
             parallel = rows.size * n * dim > PARALLEL_WORK
             scan = kernels.scan_top_two if parallel else kernels.scan_top_two_serial
-            winner, top, second = scan(directions, rows)
+            winner, top, second = scan(directions, directions_t, rows)
         else:
             scores = np.ascontiguousarray(directions[rows] @ directions.T)
             winner, top, second = kernels.top_two(scores, rows, False)
