@@ -462,7 +462,7 @@ def estimate_unselectable(
                 for label, n_, d_, missing in tasks:
                     outcome = cells.run_cell(context, label, n_, d_, missing)
                     store.add([_row(label, norm, n_, d_, *outcome[norm], theory) for norm in missing])
-                    bar.update(len(missing))
+                    _advance(bar, len(missing))
             else:
                 warm = _run_pool(context, tasks, workers_used, store, bar, theory)
     except KeyboardInterrupt:
@@ -505,7 +505,7 @@ def _run_dask(runner, context, tasks, store, bar, provenance, theory):
                     for norm in missing
                 ]
             )
-            bar.update(sum(len(item[3]) for item in items))
+            _advance(bar, sum(len(item[3]) for item in items))
         return runner.warm_seconds, runner.description["dask_workers"]
 
 
@@ -522,7 +522,9 @@ def _run_pool(context, tasks, workers, store, bar, theory):
     try:
         pending = {executor.submit(cells.run_cell_in_worker, *task): task for task in ordered}
         while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            if not finished:  # still warming up or on a long cell: keep the bar (and its note) on screen
+                bar.refresh()
             for future in finished:
                 label, n_, d_, missing = pending.pop(future)
                 try:
@@ -534,7 +536,7 @@ def _run_pool(context, tasks, workers, store, bar, theory):
                     ) from None
                 warm += seconds
                 store.add([_row(label, norm, n_, d_, *outcome[norm], theory) for norm in missing])
-                bar.update(len(missing))
+                _advance(bar, len(missing))
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)
         raise
@@ -542,10 +544,14 @@ def _run_pool(context, tasks, workers, store, bar, theory):
     return warm
 
 
+#: shown until the first cell finishes: on a fresh install numba compiles the kernels first (~15 s)
+_WARMING_UP = "loading numba kernels (compiled on the first run, ~15 s)"
+
+
 def _progress_bar(enabled, total, initial):
     from tqdm import tqdm
 
-    return tqdm(
+    bar = tqdm(
         total=total + initial,
         initial=initial,
         disable=not enabled,
@@ -555,3 +561,12 @@ def _progress_bar(enabled, total, initial):
         desc="geomln montecarlo",
         dynamic_ncols=True,
     )
+    bar.set_postfix_str(_WARMING_UP, refresh=False)
+    return bar
+
+
+def _advance(bar, cells_done):
+    """Count finished cells on the progress bar; the first ones end the warm-up note."""
+    if bar.postfix:
+        bar.set_postfix_str("", refresh=False)
+    bar.update(cells_done)

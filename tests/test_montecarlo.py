@@ -253,6 +253,19 @@ def test_pivot_and_column_errors():
         result.column("nope")
 
 
+def test_progress_bar_explains_the_warm_up_until_the_first_cell_finishes(capsys):
+    from geomln.montecarlo import _advance, _progress_bar
+
+    with _progress_bar(True, 3, 0) as bar:
+        bar.refresh()
+        _advance(bar, 1)
+        bar.refresh()
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    shown = [line for line in lines if "geomln montecarlo" in line]
+    assert "compiled on the first run" in shown[0] and "0/3" in shown[0]
+    assert all("compiled on the first run" not in line for line in shown if "1/3" in line)
+
+
 # --- checkpoints, resume and interruption ---
 
 
