@@ -464,16 +464,14 @@ def _reflection_certifies(points, points_t, key, high, reflections, scores, quer
     """Whether a few braid reflections of the key's own direction make it the argmax by more than `high`.
 
     The cheap heuristic of Grivas et al. (2022): reflect the query across the hyperplane on which the key
-    and the current winner tie, so that the key beats that winner. Costs ``O(n d)`` per reflection.
+    and the current winner tie, so that the key beats that winner. Costs ``O(n d)`` per reflection;
+    `scores` and `query` are workspaces.
     """
     dim = points.shape[1]
     for t in range(dim):
         query[t] = points[key, t]
     for _ in range(reflections):
-        _scores_into(points_t, query, scores)
-        top, second, top_at = -np.inf, -np.inf, -1
-        for c in range(scores.shape[0]):
-            top, second, top_at = _keep_top_two(scores[c], c, top, second, top_at)
+        top_at, top, second = _scan_row(points_t, query, scores)
         if top_at == key:
             return top - second > high * np.sqrt((query * query).sum())
         along, length2 = 0.0, 0.0
@@ -499,13 +497,10 @@ def _count_unselectable_in_set(points, ids, low, high, max_major, out):
     for i in range(n):
         norm2[i] = _row_dot(points, i, points[i])
     certain = np.zeros(n, dtype=np.bool_)
-    scores = np.empty(n)
+    scores = np.empty(_SCORE_BLOCK)
     for i in range(n):  # the engine's witness scan: each key's own direction certifies its strict argmax
         if norm2[i] > 0.0:
-            _scores_into(points_t, points[i], scores)
-            top, second, top_at = -np.inf, -np.inf, -1
-            for c in range(n):
-                top, second, top_at = _keep_top_two(scores[c], c, top, second, top_at)
+            top_at, top, second = _scan_row(points_t, points[i], scores)
             if (top - second) / np.sqrt(norm2[i]) > high:
                 certain[top_at] = True
     status, support, weights = out[0], out[4], out[5]
