@@ -22,6 +22,8 @@ __all__ = [
     "NORMALIZATIONS",
     "Context",
     "cell_seed",
+    "trial_blocks",
+    "TRIAL_BLOCK",
     "sample",
     "normalize",
     "run_cell",
@@ -35,6 +37,8 @@ __all__ = [
 DISTRIBUTIONS = ("gaussian", "uniform_cube", "uniform_ball", "sphere", "from_keys")
 NORMALIZATIONS = ("none", "projection", "scaling", "layernorm", "rmsnorm")
 _Z95 = 1.959963984540054  # two-sided 95% standard normal quantile
+#: trials per separately seeded task: a cell with more trials runs as several blocks, in parallel
+TRIAL_BLOCK = 100
 
 
 class Context:
@@ -58,15 +62,24 @@ class Context:
         self.normalizations = normalizations
 
 
-def cell_seed(entropy, label, n, d):
-    """Return the cell's own SeedSequence: the child ``(crc32(label), n, d)`` of the run's root sequence.
+def cell_seed(entropy, label, n, d, block=0):
+    """Return the SeedSequence of one trial block of a cell.
 
-    This is what :meth:`numpy.random.SeedSequence.spawn` does, with the cell's identity as the spawn
-    key instead of its position, so a cell's stream does not depend on which other cells are run,
-    in which order, or in which process. Normalizations of one cell share the raw samples.
+    It is the child ``(crc32(label), n, d)`` of the run's root sequence for block 0 and
+    ``(crc32(label), n, d, block)`` for the later blocks. This is what
+    :meth:`numpy.random.SeedSequence.spawn` does, with the block's identity as the spawn key instead of
+    its position, so a block's stream does not depend on which other cells or blocks are run, in which
+    order, or in which process. Trials ``b * TRIAL_BLOCK`` up to ``(b + 1) * TRIAL_BLOCK`` of a cell form
+    block ``b``; normalizations of one cell share the raw samples.
     """
     code = zlib.crc32(label.encode("utf-8"))
-    return np.random.SeedSequence(entropy, spawn_key=(code, int(n), int(d)))
+    key = (code, int(n), int(d)) if block == 0 else (code, int(n), int(d), int(block))
+    return np.random.SeedSequence(entropy, spawn_key=key)
+
+
+def trial_blocks(trials):
+    """Return the number of trial blocks (separately seeded tasks) of a cell with `trials` trials."""
+    return -(-trials // TRIAL_BLOCK)
 
 
 def sample(kind, rng, n, d):
@@ -104,21 +117,25 @@ def normalize(kind, points):
     return scale(points)  # "scaling" and "rmsnorm": without eps and gain, RMSNorm is exactly the scaling
 
 
-def run_cell(context, label, n, d, normalizations):
-    """Run `context.trials` trials of one (distribution, n, d) cell for each of `normalizations`.
+def run_cell(context, label, n, d, normalizations, block=0):
+    """Run trial block `block` of one (distribution, n, d) cell for each of `normalizations`.
+
+    Block ``b`` holds trials ``b * TRIAL_BLOCK`` up to ``min(context.trials, (b + 1) * TRIAL_BLOCK)``, drawn
+    from its own stream (:func:`cell_seed`), so that the blocks of one cell can run in parallel.
 
     Returns
     -------
     dict
         normalization -> (unselectable counts per trial as an int64 array, seconds).
     """
-    rng = np.random.default_rng(cell_seed(context.entropy, label, n, d))
+    rng = np.random.default_rng(cell_seed(context.entropy, label, n, d, block))
     kind = context.samplers[label]
+    trials = min(TRIAL_BLOCK, context.trials - block * TRIAL_BLOCK)
     start = time.perf_counter()
     if kind in ("gaussian", "uniform_cube"):  # one draw gives the same stream as one draw per trial
-        raw = sample(kind, rng, context.trials * n, d)
+        raw = sample(kind, rng, trials * n, d)
     else:
-        raw = np.concatenate([sample(kind, rng, n, d) for _ in range(context.trials)])
+        raw = np.concatenate([sample(kind, rng, n, d) for _ in range(trials)])
     drawn = (time.perf_counter() - start) / len(normalizations)
     results = {}
     for norm in normalizations:
@@ -128,9 +145,9 @@ def run_cell(context, label, n, d, normalizations):
         except InputError as exc:
             raise InputError(
                 f"`normalization` {norm!r} failed on the key sets of `distribution` {label!r} (n={n}, d={d}; "
-                f"{context.trials} trials stacked, row r is key r % n of trial r // n): {exc}"
+                f"{trials} trials stacked, row r is key r % n of trial r // n): {exc}"
             ) from None
-        counts = count_unselectable(keys.reshape(context.trials, n, d), default_tol(keys))
+        counts = count_unselectable(keys.reshape(trials, n, d), default_tol(keys))
         results[norm] = (counts, time.perf_counter() - start + drawn)
     return results
 
@@ -155,12 +172,12 @@ def init_worker(context):
     _WORKER["warmup"] = None
 
 
-def run_cell_in_worker(label, n, d, normalizations):
+def run_cell_in_worker(label, n, d, normalizations, block):
     """Pool task: :func:`run_cell` with the worker's context; the first task also reports the warm-up."""
     warm = 0.0
     if _WORKER["warmup"] is None:
         _WORKER["warmup"] = warm = warmup()
-    return run_cell(_WORKER["context"], label, n, d, normalizations), warm
+    return run_cell(_WORKER["context"], label, n, d, normalizations, block), warm
 
 
 def wilson_interval(successes, trials):

@@ -232,10 +232,11 @@ def _provenance(ns, ds, trials, labels, normalizations, seed, entropy, workers, 
         },
         "entropy": str(entropy),
         "distributions": described,
-        "engine": "geomln.selectable_keys with the default tolerance (1e-9 relative to the data radius)",
+        "engine": "geomln.selectable_keys' decision rules (batch kernel for sets of <= 256 keys) with the default "
+        "tolerance (1e-9 relative to the data radius)",
         "seeding": "cell (distribution, n, d) uses "
-        "SeedSequence(entropy, spawn_key=(crc32(distribution), n, d)); "
-        "its normalizations share the raw keys",
+        "SeedSequence(entropy, spawn_key=(crc32(distribution), n, d)) for trials 0-99, "
+        "(crc32(distribution), n, d, b) for trials 100 b to 100 b + 99; its normalizations share the raw keys",
         "timings": {},
     }
 
@@ -299,7 +300,8 @@ def estimate_unselectable(
     seed : int or None, default 0
         Root of the random streams; None draws fresh entropy (recorded in the provenance).
     workers : int, optional
-        Processes for the cells; None uses ``os.cpu_count()``, 1 runs in this process.
+        Processes for the cells and their blocks of 100 trials; None uses ``os.cpu_count()``, 1 runs in
+        this process.
     progress : bool, default True
         Show a tqdm progress bar on stderr for runs longer than a second.
     keys : array_like of shape (m, d), KeyArray or path, optional
@@ -348,16 +350,17 @@ def estimate_unselectable(
 
     Notes
     -----
-    Every cell (distribution, n, d) draws from its own stream, the child of ``SeedSequence(seed)``
-    with spawn key ``(crc32(distribution), n, d)``; its normalizations see the same raw keys. Tables
-    are therefore bit-identical (except the ``seconds`` column) for any `workers`, any order of `n`
-    and `d`, and across resumed runs. Workers are separate processes (forkserver or spawn); each loads
-    the compiled engine once; as with any multiprocessing code, a script must make the call under
-    ``if __name__ == "__main__":``. The paper's Figure 1c is the ``any_unselectable`` column of Gaussian
-    keys for n = 3..60 and d = 3..15; with ``"layernorm"`` (Figure 1d) every key is selectable, because
-    distinct points on a sphere are all vertices. That needs a sphere of dimension >= 1: ``d >= 3`` for
-    ``"layernorm"`` (keys lie on a (d-2)-sphere), ``d >= 2`` for ``"scaling"``, ``"rmsnorm"`` and
-    ``"sphere"``; below that the keys take only two values and repeated keys are unselectable.
+    Every cell (distribution, n, d) draws its trials in blocks of 100, each block from its own stream: the child
+    of ``SeedSequence(seed)`` with spawn key ``(crc32(distribution), n, d)`` for the first block and
+    ``(crc32(distribution), n, d, b)`` for block ``b >= 1``; blocks run in parallel like cells, and a cell's
+    normalizations see the same raw keys. Tables are therefore bit-identical (except the ``seconds`` column) for
+    any `workers`, any order of `n` and `d`, and across resumed runs. Workers are separate processes (forkserver
+    or spawn); each loads the compiled kernels once; as with any multiprocessing code, a script must make the call
+    under ``if __name__ == "__main__":``. The paper's Figure 1c is the ``any_unselectable`` column of Gaussian
+    keys for n = 3..60 and d = 3..15; with ``"layernorm"`` (Figure 1d) every key is selectable, because distinct
+    points on a sphere are all vertices. That needs a sphere of dimension >= 1: ``d >= 3`` for ``"layernorm"``
+    (keys lie on a (d-2)-sphere), ``d >= 2`` for ``"scaling"``, ``"rmsnorm"`` and ``"sphere"``; below that the
+    keys take only two values and repeated keys are unselectable.
 
     Examples
     --------
@@ -420,12 +423,13 @@ def estimate_unselectable(
     if resume:
         done = {cell_key(row): row for row in _load_resumable(checkpoint, trials, entropy, described)}
     wanted = [(label, n_, d_) for label in labels for n_ in ns for d_ in ds]
-    tasks = []
+    tasks = []  # one per trial block of each cell still to compute (blocks of one cell run in parallel)
     for label, n_, d_ in wanted:
         missing = tuple(norm for norm in norms if (label, norm, n_, d_) not in done)
         if missing:
-            tasks.append((label, n_, d_, missing))
+            tasks.extend((label, n_, d_, missing, block) for block in range(cells.trial_blocks(trials)))
     theory = _theory_table(labels, norms, ns, ds)
+    merger = _BlockMerger(cells.trial_blocks(trials), theory)
     store = Checkpoint(checkpoint, provenance, order)
     store.add(
         [
@@ -453,18 +457,17 @@ def estimate_unselectable(
     start = time.perf_counter()
     warm = 0.0
     try:
-        with _progress_bar(progress, len(tasks) * len(norms), reused) as bar:
+        cells_to_do = sum(len(task[3]) for task in tasks if task[4] == 0)
+        with _progress_bar(progress, cells_to_do, reused) as bar:
             if runner is not None:
                 warm, workers_used = (0.0, 0) if not tasks else _run_dask(runner, context, tasks, store, bar,
-                                                                            provenance, theory)
+                                                                            provenance, merger)
             elif workers_used == 1:
                 warm = cells.warmup()
-                for label, n_, d_, missing in tasks:
-                    outcome = cells.run_cell(context, label, n_, d_, missing)
-                    store.add([_row(label, norm, n_, d_, *outcome[norm], theory) for norm in missing])
-                    _advance(bar, len(missing))
+                for task in tasks:
+                    _finish(merger, task, cells.run_cell(context, *task), store, bar)
             else:
-                warm = _run_pool(context, tasks, workers_used, store, bar, theory)
+                warm = _run_pool(context, tasks, workers_used, store, bar, merger)
     except KeyboardInterrupt:
         raise
     except ClusterError as exc:
@@ -491,25 +494,51 @@ def estimate_unselectable(
     return MonteCarloResult(rows, provenance, True)
 
 
-def _run_dask(runner, context, tasks, store, bar, provenance, theory):
-    """Run `tasks` on Dask in chunks of cells; return the workers' summed warm-up seconds and their number."""
+class _BlockMerger:
+    """Collect the trial blocks of each cell; a cell's rows come out once all of its blocks are in."""
+
+    def __init__(self, blocks, theory):
+        self.blocks = blocks
+        self.theory = theory
+        self.parts = {}
+
+    def add(self, task, outcome):
+        """Record one finished block; return the rows of its cell if that was the cell's last block."""
+        label, n, d, missing, block = task
+        parts = self.parts.setdefault((label, n, d), {})
+        parts[block] = outcome
+        if len(parts) < self.blocks:
+            return []
+        del self.parts[label, n, d]
+        ordered = [parts[b] for b in range(self.blocks)]
+        return [
+            _row(label, norm, n, d, np.concatenate([part[norm][0] for part in ordered]),
+                 sum(part[norm][1] for part in ordered), self.theory)
+            for norm in missing
+        ]
+
+
+def _finish(merger, task, outcome, store, bar):
+    """Hand a finished block to `merger`; store (checkpoint) and count its cell's rows once complete."""
+    rows = merger.add(task, outcome)
+    if rows:
+        store.add(rows)
+        _advance(bar, len(rows))
+
+
+def _run_dask(runner, context, tasks, store, bar, provenance, merger):
+    """Run `tasks` on Dask in chunks of blocks; return the workers' summed warm-up seconds and their number."""
     with runner:
         provenance["executor"] = runner.description
         unit = runner.unit_seconds
-        costs = [estimated_seconds(task[1], context.trials * len(task[3]), unit) for task in tasks]
+        costs = [estimated_seconds(task[1], cells.TRIAL_BLOCK * len(task[3]), unit) for task in tasks]
         for items, outcomes in runner.run(cells.run_cell, chunk(tasks, costs), shared=(context,)):
-            store.add(  # one checkpoint write per finished task
-                [
-                    _row(label, norm, n_, d_, *outcome[norm], theory)
-                    for (label, n_, d_, missing), outcome in zip(items, outcomes, strict=True)
-                    for norm in missing
-                ]
-            )
-            _advance(bar, sum(len(item[3]) for item in items))
+            for task, outcome in zip(items, outcomes, strict=True):
+                _finish(merger, task, outcome, store, bar)
         return runner.warm_seconds, runner.description["dask_workers"]
 
 
-def _run_pool(context, tasks, workers, store, bar, theory):
+def _run_pool(context, tasks, workers, store, bar, merger):
     """Run `tasks` on a process pool, most expensive first; return the summed warm-up seconds."""
     warm = 0.0
     ordered = sorted(tasks, key=lambda task: -task[1] * len(task[3]))
@@ -526,7 +555,7 @@ def _run_pool(context, tasks, workers, store, bar, theory):
             if not finished:  # still warming up or on a long cell: keep the bar (and its note) on screen
                 bar.refresh()
             for future in finished:
-                label, n_, d_, missing = pending.pop(future)
+                task = pending.pop(future)
                 try:
                     outcome, seconds = future.result()
                 except BrokenProcessPool as exc:
@@ -535,8 +564,7 @@ def _run_pool(context, tasks, workers, store, bar, theory):
                         "under `if __name__ == '__main__':`, or pass workers=1"
                     ) from None
                 warm += seconds
-                store.add([_row(label, norm, n_, d_, *outcome[norm], theory) for norm in missing])
-                _advance(bar, len(missing))
+                _finish(merger, task, outcome, store, bar)
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)
         raise

@@ -80,6 +80,26 @@ def test_cells_equal_qhull_recount_of_the_documented_streams():
         assert row.mean_vertices == pytest.approx(row.n - counts.mean())
 
 
+def test_trials_beyond_one_block_come_from_the_documented_block_streams():
+    result = estimate_unselectable(12, 3, trials=250, seed=5, **FAST)
+    counts = []
+    for block, size in enumerate([100, 100, 50]):  # TRIAL_BLOCK = 100 trials per separately seeded block
+        key = (zlib.crc32(b"gaussian"), 12, 3) + ((block,) if block else ())
+        rng = np.random.default_rng(np.random.SeedSequence(5, spawn_key=key))
+        counts += [qhull_unselectable(rng.standard_normal((12, 3))) for _ in range(size)]
+    (row,) = result
+    assert row.trials == 250
+    assert row.fraction == pytest.approx(np.mean(np.array(counts) / 12), abs=1e-15)
+    assert row.any_unselectable == np.mean(np.array(counts) > 0)
+
+
+def test_the_blocks_of_one_cell_run_in_parallel_with_identical_results():
+    kw = dict(trials=230, seed=8, normalization=["none", "layernorm"], progress=False)
+    pooled = estimate_unselectable(30, 4, workers=2, **kw)
+    assert pooled.provenance["timings"]["workers_used"] == 2  # one cell, three blocks, two processes
+    assert table(pooled) == table(estimate_unselectable(30, 4, workers=1, **kw))
+
+
 @pytest.mark.parametrize("distribution", ["uniform_cube", "uniform_ball"])
 def test_cells_equal_a_trial_by_trial_recount_with_the_engine(distribution):
     norms = ["none", "projection", "layernorm"]
@@ -273,9 +293,9 @@ def counting(monkeypatch):
     calls = []
     original = cells.run_cell
 
-    def recorded(context, label, n, d, normalizations):
+    def recorded(context, label, n, d, normalizations, block):
         calls.append((n, d, normalizations))
-        return original(context, label, n, d, normalizations)
+        return original(context, label, n, d, normalizations, block)
 
     monkeypatch.setattr(cells, "run_cell", recorded)
     return calls
