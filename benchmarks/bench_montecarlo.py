@@ -114,7 +114,7 @@ def full_grid(workers):
     return result, wall
 
 
-def engine_split(rng, cells_count=60):
+def per_set_costs(rng, cells_count=60):
     """Per-set CPU cost in this process on cells drawn like the grid's, 100 trials each: the batch path the
     grid uses (one numba call per cell and normalization) vs one ``selectable_keys`` call per set.
     """
@@ -203,7 +203,7 @@ def main():
     wall = None
     if not args.skip_grid:
         _, wall = full_grid(args.workers)
-    engine_split(rng)
+    per_set_costs(rng)
     baseline(args.baseline_cells, args.baseline_trials, rng, 150_800, wall, args.as_run_sets)
 
 
