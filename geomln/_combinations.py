@@ -14,30 +14,42 @@ __all__ = ["Combinations", "packed_combinations"]
 class Combinations(Mapping):
     """Read-only mapping ``key -> (indices, weights)`` of convex-combination certificates.
 
-    Backed by packed arrays (one row per unselectable key), so results with many thousands of unselectable
-    keys cost no per-key Python objects until a certificate is looked up.
+    Backed by packed arrays (one row per unselectable key, in one or more blocks sorted by key), so results
+    with many thousands of unselectable keys cost no per-key Python objects until a certificate is looked
+    up.
     """
 
     def __init__(self, keys, indices, weights, counts):
         order = np.argsort(keys, kind="stable")
-        self._keys, self._indices = keys[order], indices[order]
-        self._weights, self._counts = weights[order], counts[order]
+        self._blocks = [(np.take(keys, order), np.take(indices, order, axis=0), np.take(weights, order, axis=0),
+                         np.take(counts, order))]
 
     def __getitem__(self, key):
-        position = int(np.searchsorted(self._keys, key))
-        if position == self._keys.size or self._keys[position] != key:
-            raise KeyError(key)
-        used = self._counts[position]
-        return self._indices[position, :used], self._weights[position, :used]
+        for keys, indices, weights, counts in self._blocks:
+            position = int(np.searchsorted(keys, key))
+            if position < keys.size and keys[position] == key:
+                used = counts[position]
+                return indices[position, :used], weights[position, :used]
+        raise KeyError(key)
 
     def __iter__(self):
-        return (int(key) for key in self._keys)
+        keys = [block[0] for block in self._blocks]
+        return (int(key) for key in (keys[0] if len(keys) == 1 else np.sort(np.concatenate(keys))))
 
     def __len__(self):
-        return self._keys.size
+        return sum(block[0].size for block in self._blocks)
 
     def __repr__(self):
         return f"Combinations({len(self)} unselectable keys)"
+
+    def extended(self, keys, indices, weights, counts):
+        """Return a new mapping that also holds the certificates of `keys` (increasing, none already present).
+
+        The arrays are kept as they are (a second block), not copied.
+        """
+        combined = Combinations.__new__(Combinations)
+        combined._blocks = [*self._blocks, (keys, indices, weights, counts)]
+        return combined
 
 
 def packed_combinations(unselectable, undecided, decisions, unique_rows, duplicate_of):
@@ -73,7 +85,8 @@ def packed_combinations(unselectable, undecided, decisions, unique_rows, duplica
         merged = np.bincount(position, weights=weights[row, : counts[row]])
         indices[row, : ids.size], weights[row, : ids.size], counts[row] = ids, merged, ids.size
     copies = np.flatnonzero(duplicate_of >= 0)
-    width = max(indices.shape[1], 1)
+    width = max(int(counts.max(initial=0)), 1)  # the widest certificate (Wolfe's use at most dim + 1 points)
+    indices, weights = indices[:, :width], weights[:, :width]
     copy_indices = np.zeros((copies.size, width), dtype=np.intp)
     copy_indices[:, 0] = duplicate_of[copies]
     copy_weights = np.zeros((copies.size, width))

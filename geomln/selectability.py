@@ -5,10 +5,11 @@ Key ``i`` of ``keys`` (n, d) is *selectable* iff some query ``q`` gives it the s
 the convex hull of the keys and no other key equals it.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import _lowdim as lowdim
 from . import _selectability_kernels as kernels
 from ._combinations import Combinations, packed_combinations
 from ._hull_geometry import (
@@ -353,14 +354,26 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     n, d = points.shape
     if bias is not None:
         bias = as_vector(bias, "bias", length=n, length_name="the number of keys")
+    if method == "auto" and bias is None and n >= lowdim.MIN_KEYS and d <= lowdim.MAX_DIM:
+        result = _selectable_low_dimension(points, tol)
+        if result is not None:
+            return result
     duplicate_of, unique_rows = _find_duplicates(points, bias)
     unique = points if unique_rows.size == n else points[unique_rows]
     unique_bias = None if bias is None else bias[unique_rows]
     frame = affine_frame(unique, tol)
     lifted, bias_scale = _lift(frame, unique_bias)
-    m = unique.shape[0]
     has_bias = bias is not None
+    outcome = _decide_all(lifted, unique.shape[0], tol, has_bias, method)
+    return _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, *outcome, tol, method)
 
+
+def _decide_all(lifted, m, tol, has_bias, method):
+    """Decide every row of `lifted` (normalized coordinates): witness scan, then the decision loop.
+
+    Returns verdict, borderline and margins (m,), witness directions (m, dim), the rows that went
+    through the decision loop and their :class:`Decisions`.
+    """
     verdict = np.zeros(m, dtype=bool)
     borderline = np.zeros(m, dtype=bool)
     margins = np.full(m, np.nan)
@@ -388,8 +401,43 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
             borderline[undecided] = (decisions.status == kernels.CONVERGED)
             margins[undecided[selectable]] = decisions.margin[selectable]
             directions[undecided[selectable]] = decisions.direction[selectable]
-    return _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, verdict,
-                     borderline, margins, directions, undecided, decisions, tol, method)
+    return verdict, borderline, margins, directions, undecided, decisions
+
+
+def _selectable_low_dimension(points, tol):
+    """:func:`selectable_keys` for many distinct, full-rank keys in low dimension (see ``_lowdim.py``), or None.
+
+    Keys strictly inside the polytope Q of the extreme keys are certified in one pass; the engine decides
+    the rest among themselves, which gives the same verdicts as among all keys because Q's vertices stay
+    in that subset. The witnesses of Q's own vertices are re-scored against all keys (a certified key near
+    a vertex of Q can lower its margin); the path gives up (returns None) if one of them no longer clears
+    ``10 * tol``.
+    """
+    frame = lowdim.full_rank_frame(points, tol)
+    if frame is None:
+        return None
+    inner = lowdim.inner_polytope(frame.coords, tol)
+    if inner is None:
+        return None
+    left = np.ones(points.shape[0], dtype=bool)
+    left[inner.certified] = False
+    rest = np.flatnonzero(left)
+    sub = np.ascontiguousarray(frame.coords[rest])
+    verdict, borderline, margins, directions, undecided, decisions = _decide_all(sub, rest.size, tol, False, "auto")
+    recheck = np.flatnonzero(np.isin(rest, inner.vertices) & verdict)
+    if recheck.size:
+        scores = directions[recheck] @ frame.coords.T
+        own = scores[np.arange(recheck.size), rest[recheck]]
+        scores[np.arange(recheck.size), rest[recheck]] = -np.inf
+        margins[recheck] = own - scores.max(axis=1)
+        if not (margins[recheck] > tol * BORDERLINE_FACTOR).all():
+            return None
+    n = points.shape[0]
+    result = _assemble(points, 1.0, frame, sub, False, np.full(n, -1, dtype=np.intp), rest, verdict,
+                       borderline, margins, directions, undecided, decisions, tol, "auto")
+    counts = np.full(inner.certified.size, inner.support.shape[1])
+    return replace(result, combinations=result.combinations.extended(inner.certified, inner.support,
+                                                                      inner.weights, counts))
 
 
 def count_unselectable(key_sets, tol):

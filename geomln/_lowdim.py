@@ -1,0 +1,112 @@
+"""Large key sets in low dimension: certify the deep interior in O(n) before the exact engine runs.
+
+For n in the tens of thousands and d <= 4, almost every key is interior and the engine's cost is one Wolfe run
+per key. Here the extreme keys in a fixed set of directions span a small polytope Q (Akl & Toussaint 1978);
+each key strictly inside Q gets its convex-combination certificate from the fan triangulation of Q from one
+of its vertices, in one linear pass. Only the keys left over (Q's vertices, keys outside or on Q; typically
+0.5-2% of them) go through the engine, whose verdicts on that subset equal those on the whole set (the
+certified keys lie in the hull of Q's vertices, which are kept).
+"""
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _lowdim_kernels as kernels
+from ._hull_geometry import BORDERLINE_FACTOR, AffineFrame
+
+__all__ = ["MIN_KEYS", "MAX_DIM", "InnerPolytope", "full_rank_frame", "inner_polytope"]
+
+#: the path is used from this many keys on (below it the engine alone is as fast)
+MIN_KEYS = 20_000
+#: and up to this dimension (the number of Q's facets grows quickly with d)
+MAX_DIM = 4
+
+
+@dataclass(frozen=True)
+class InnerPolytope:
+    """Q's vertices and the keys certified strictly inside Q (increasing), with their certificates."""
+
+    vertices: np.ndarray
+    certified: np.ndarray
+    support: np.ndarray
+    weights: np.ndarray
+
+
+def full_rank_frame(points, tol):
+    """Return the normalized frame of `points` if they are distinct and span their space, else None.
+
+    Without rotation: ``coords = (points - centre) / radius``. Full rank here means the root-mean-square
+    spread along the thinnest direction exceeds ``max(100 tol, 1e-6)``, far above the ``tol / 4`` below which
+    the engine's own frame would drop a direction; thinner sets go through the engine.
+    """
+    if kernels.has_equal_rows(points):
+        return None
+    centre, centred, radius2 = kernels.centred_coordinates(points)
+    radius = float(np.sqrt(radius2))
+    if not 1e-150 < radius < 1e150:
+        return None
+    centred /= radius
+    smallest = float(np.linalg.eigvalsh(centred.T @ centred / points.shape[0])[0])
+    if not smallest > max(100.0 * tol, 1e-6) ** 2:  # far above both tol / 4 and the eigenvalue's rounding
+        return None
+    d = points.shape[1]
+    return AffineFrame(centre, radius, np.eye(d), centred)
+
+
+def _directions(d):
+    """Return the fixed search directions: the coordinate axes both ways, and for d >= 2 the diagonals."""
+    axes = np.vstack([np.eye(d), -np.eye(d)])
+    diagonals = np.array(list(itertools.product([-1.0, 1.0], repeat=d))) / np.sqrt(d)
+    return np.vstack([axes, diagonals]) if d >= 2 else axes
+
+
+def _extreme_keys(coords, directions, chunk=16384):
+    """Return the sorted distinct indices of the keys scoring highest along each of `directions`."""
+    best = np.full(directions.shape[0], -np.inf)
+    best_at = np.zeros(directions.shape[0], dtype=np.intp)
+    for start in range(0, coords.shape[0], chunk):  # in chunks: no (directions x n) score matrix
+        scores = directions @ coords[start:start + chunk].T
+        at = scores.argmax(axis=1)
+        top = scores[np.arange(at.size), at]
+        better = top > best
+        best[better], best_at[better] = top[better], start + at[better]
+    return np.unique(best_at)
+
+
+def inner_polytope(coords, tol):
+    """Certify the keys strictly inside the polytope of the extreme keys (see the module notes), or None.
+
+    Returns None when that polytope is degenerate (Qhull cannot build it); the caller then uses the engine.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    n, d = coords.shape
+    extreme = _extreme_keys(coords, _directions(d))
+    try:
+        hull = ConvexHull(coords[extreme])
+    except QhullError:
+        return None
+    vertices = extreme[hull.vertices]
+    apex_local = hull.vertices[0]
+    apex = coords[extreme[apex_local]]
+    keep = ~(hull.simplices == apex_local).any(axis=1)
+    normals = hull.equations[keep, :d]
+    heights = -(normals @ apex + hull.equations[keep, d])
+    facet_keys = np.hstack([np.full((keep.sum(), 1), extreme[apex_local]), extreme[hull.simplices[keep]]])
+    usable = heights > 1e-9
+    facet_keys, normals, heights = facet_keys[usable], normals[usable], heights[usable]
+    if heights.size == 0:
+        return None
+    corners = coords[facet_keys]  # (F, d + 1, d): apex, then the facet's vertices
+    homogeneous = np.concatenate([corners, np.ones(corners.shape[:2] + (1,))], axis=2).transpose(0, 2, 1)
+    inverses = np.linalg.inv(homogeneous)
+    scaled_normals = normals / heights[:, None]
+    excluded = np.zeros(n, dtype=bool)
+    excluded[vertices] = True
+    certified, support, weights = kernels.fan_certificates(
+        coords, np.ascontiguousarray(coords.T), np.ascontiguousarray(scaled_normals),
+        np.ascontiguousarray(-(scaled_normals @ apex)), np.ascontiguousarray(inverses),
+        np.ascontiguousarray(corners), np.ascontiguousarray(facet_keys), excluded, tol / BORDERLINE_FACTOR)
+    return InnerPolytope(vertices, certified, support, weights)

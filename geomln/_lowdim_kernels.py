@@ -1,0 +1,155 @@
+"""Numba kernels of the large-n, low-dimension path: duplicate detection and fan-triangulation certificates.
+
+Inputs are finite, C-contiguous float64 arrays in normalized coordinates (centred, divided by the radius).
+"""
+
+import numpy as np
+
+from ._jit import jit
+
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+_BLOCK = 1024  # points scored at a time against every facet (an 8 KiB workspace)
+
+
+@jit
+def has_equal_rows(points):
+    """Whether two rows of `points` are equal (as values: 0.0 == -0.0), in expected O(n d) time.
+
+    Rows are hashed into an open-addressing table; rows with equal hashes are compared.
+    """
+    n, dim = points.shape
+    bits = (points + 0.0).view(np.uint64)  # + 0.0 turns -0.0 into 0.0, so equal values have equal bits
+    size = 1
+    while size < 2 * n:
+        size *= 2
+    table = np.full(size, -1, dtype=np.intp)
+    mask = np.uint64(size - 1)
+    for i in range(n):
+        code = np.uint64(0)
+        for t in range(dim):
+            code = (code ^ bits[i, t]) * _HASH_MULTIPLIER
+            code ^= code >> np.uint64(29)
+        slot = code & mask
+        while table[slot] >= 0:
+            other = table[slot]
+            same = True
+            for t in range(dim):
+                if points[other, t] != points[i, t]:
+                    same = False
+                    break
+            if same:
+                return True
+            slot = (slot + np.uint64(1)) & mask
+        table[slot] = i
+    return False
+
+
+@jit
+def centred_coordinates(points):
+    """Return the column means of `points`, the points minus them, and the largest squared row norm of that."""
+    n, dim = points.shape
+    centre = np.zeros(dim)
+    for i in range(n):
+        for t in range(dim):
+            centre[t] += points[i, t]
+    centre /= n
+    centred = np.empty((n, dim))
+    radius2 = 0.0
+    for i in range(n):
+        norm2 = 0.0
+        for t in range(dim):
+            value = points[i, t] - centre[t]
+            centred[i, t] = value
+            norm2 += value * value
+        radius2 = max(radius2, norm2)
+    return centre, centred, radius2
+
+
+@jit
+def _exit_facets(points_t, scaled_normals, offsets):
+    """For each point y, the facet f maximizing ``scaled_normals[f] . y + offsets[f]``, and that maximum.
+
+    Blocks of points are scored one facet at a time along contiguous memory (vectorised over points).
+    """
+    dim, n = points_t.shape
+    facets = offsets.shape[0]
+    best = np.full(n, -np.inf)
+    best_at = np.full(n, -1, dtype=np.intp)
+    value = np.empty(_BLOCK)
+    for begin in range(0, n, _BLOCK):
+        width = min(_BLOCK, n - begin)
+        for f in range(facets):
+            for i in range(width):
+                value[i] = offsets[f]
+            for t in range(dim):
+                weight = scaled_normals[f, t]
+                row = points_t[t, begin:begin + width]
+                for i in range(width):
+                    value[i] += weight * row[i]
+            block_best, block_at = best[begin:begin + width], best_at[begin:begin + width]
+            for i in range(width):  # branch-free, so that it vectorises too
+                better = value[i] > block_best[i]
+                block_best[i] = value[i] if better else block_best[i]
+                block_at[i] = f if better else block_at[i]
+    return best, best_at
+
+
+@jit
+def fan_certificates(points, points_t, scaled_normals, offsets, inverses, corners, corner_keys, excluded, low):
+    """Certify the points strictly inside a polytope Q by the fan triangulation of Q from one of its vertices.
+
+    Q's facets that do not contain the apex cut Q into simplices ``(apex, facet)``. With each facet's
+    outward normal divided by its distance ``h_f`` from the apex (`scaled_normals`, (F, dim)) and
+    ``offsets[f] = -scaled_normals[f] . apex``, the ray from the apex through a point y leaves Q through
+    the facet maximizing ``r_f = scaled_normals[f] . y + offsets[f]``; when ``r < 1`` the point is strictly
+    inside Q, in the simplex of that facet, whose barycentric coordinates ``inverses[f] @ (y, 1)`` are
+    the certificate: they must be >= 0 and, applied to the simplex's corners ``corners[f]`` (apex first;
+    key indices ``corner_keys[f]``), reproduce the point within `low`. Rows flagged in `excluded` (Q's own
+    vertices) are not certified. `points_t` is the transpose of `points`.
+
+    Returns
+    -------
+    certified : ndarray of intp, shape (m,)
+        The points certified strictly inside Q, in increasing order.
+    support : ndarray of intp, shape (m, dim + 1)
+        The key indices of their simplex's corners.
+    weights : ndarray, shape (m, dim + 1)
+        Their barycentric coordinates.
+    """
+    n, dim = points.shape
+    ratio, facet = _exit_facets(points_t, scaled_normals, offsets)
+    certified = np.empty(n, dtype=np.intp)
+    support = np.empty((n, dim + 1), dtype=np.intp)
+    weights = np.empty((n, dim + 1))
+    lifted = np.empty(dim + 1)
+    coordinates = np.empty(dim + 1)
+    count = 0
+    for i in range(n):
+        if excluded[i] or not ratio[i] < 1.0 - 1e-9:
+            continue  # a vertex of Q, or on or beyond Q's boundary: left to the engine
+        f = facet[i]
+        for t in range(dim):
+            lifted[t] = points[i, t]
+        lifted[dim] = 1.0
+        positive = True
+        for k in range(dim + 1):
+            value = 0.0
+            for t in range(dim + 1):
+                value += inverses[f, k, t] * lifted[t]
+            coordinates[k] = value
+            positive = positive and value >= 0.0
+        if not positive:
+            continue
+        residual2 = 0.0
+        for t in range(dim):
+            value = -points[i, t]
+            for k in range(dim + 1):
+                value += coordinates[k] * corners[f, k, t]
+            residual2 += value * value
+        if residual2 <= low * low:
+            certified[count] = i
+            for k in range(dim + 1):
+                support[count, k] = corner_keys[f, k]
+                weights[count, k] = coordinates[k]
+            count += 1
+    return certified[:count], support[:count], weights[:count]
