@@ -16,20 +16,22 @@ class Combinations(Mapping):
 
     Backed by packed arrays (one row per unselectable key, in one or more blocks sorted by key), so results
     with many thousands of unselectable keys cost no per-key Python objects until a certificate is looked
-    up.
+    up. In a block, row r's indices are ``table[r]``, or ``table[rows[r]]`` when many keys share a few
+    supports (the simplices of a triangulation); its first ``counts[r]`` entries are used (all if None).
     """
 
     def __init__(self, keys, indices, weights, counts):
         order = np.argsort(keys, kind="stable")
-        self._blocks = [(np.take(keys, order), np.take(indices, order, axis=0), np.take(weights, order, axis=0),
+        self._blocks = [(np.take(keys, order), None, np.take(indices, order, axis=0), np.take(weights, order, axis=0),
                          np.take(counts, order))]
 
     def __getitem__(self, key):
-        for keys, indices, weights, counts in self._blocks:
+        for keys, rows, table, weights, counts in self._blocks:
             position = int(np.searchsorted(keys, key))
             if position < keys.size and keys[position] == key:
-                used = counts[position]
-                return indices[position, :used], weights[position, :used]
+                used = weights.shape[1] if counts is None else counts[position]
+                row = position if rows is None else rows[position]
+                return table[row, :used], weights[position, :used]
         raise KeyError(key)
 
     def __iter__(self):
@@ -42,13 +44,14 @@ class Combinations(Mapping):
     def __repr__(self):
         return f"Combinations({len(self)} unselectable keys)"
 
-    def extended(self, keys, indices, weights, counts):
+    def extended(self, keys, weights, table, rows=None):
         """Return a new mapping that also holds the certificates of `keys` (increasing, none already present).
 
-        The arrays are kept as they are (a second block), not copied.
+        Key ``keys[r]`` is the combination of ``table[rows[r]]`` (``table[r]`` if `rows` is None) with weights
+        ``weights[r]``. The arrays are kept as they are (a new block), not copied.
         """
         combined = Combinations.__new__(Combinations)
-        combined._blocks = [*self._blocks, (keys, indices, weights, counts)]
+        combined._blocks = [*self._blocks, (keys, rows, table, weights, None)]
         return combined
 
 

@@ -16,22 +16,31 @@ import numpy as np
 from . import _lowdim_kernels as kernels
 from ._hull_geometry import BORDERLINE_FACTOR, AffineFrame
 
-__all__ = ["MIN_KEYS", "MAX_DIM", "InnerPolytope", "full_rank_frame", "inner_polytope"]
+__all__ = ["MIN_KEYS", "MAX_DIM", "HULL_KEYS", "InnerPolytope", "full_rank_frame", "inner_polytope",
+           "certify_interior"]
 
 #: the path is used from this many keys on (below it the engine alone is as fast)
 MIN_KEYS = 20_000
 #: and up to this dimension (the number of Q's facets grows quickly with d)
 MAX_DIM = 4
+#: the last round takes the hull of all keys left once there are at most this many
+HULL_KEYS = 5_000
 
 
 @dataclass(frozen=True)
 class InnerPolytope:
-    """Q's vertices and the keys certified strictly inside Q (increasing), with their certificates."""
+    """Q's vertices, and the keys certified strictly inside Q (increasing) with their certificates.
+
+    Key ``certified[r]`` is the combination of the keys ``corner_keys[simplex[r]]`` with ``weights[r]``;
+    ``others`` lists the keys not certified (increasing).
+    """
 
     vertices: np.ndarray
     certified: np.ndarray
-    support: np.ndarray
+    simplex: np.ndarray
+    corner_keys: np.ndarray
     weights: np.ndarray
+    others: np.ndarray
 
 
 def full_rank_frame(points, tol):
@@ -55,11 +64,14 @@ def full_rank_frame(points, tol):
     return AffineFrame(centre, radius, np.eye(d), centred)
 
 
-def _directions(d):
-    """Return the fixed search directions: the coordinate axes both ways, and for d >= 2 the diagonals."""
-    axes = np.vstack([np.eye(d), -np.eye(d)])
-    diagonals = np.array(list(itertools.product([-1.0, 1.0], repeat=d))) / np.sqrt(d)
-    return np.vstack([axes, diagonals]) if d >= 2 else axes
+def _axes(d):
+    """Return the coordinate axes, both ways."""
+    return np.vstack([np.eye(d), -np.eye(d)])
+
+
+def _axes_and_diagonals(d):
+    """Return the coordinate axes both ways and the 2^d diagonal directions."""
+    return np.vstack([_axes(d), np.array(list(itertools.product([-1.0, 1.0], repeat=d))) / np.sqrt(d)])
 
 
 def _extreme_keys(coords, directions, chunk=16384):
@@ -75,26 +87,28 @@ def _extreme_keys(coords, directions, chunk=16384):
     return np.unique(best_at)
 
 
-def inner_polytope(coords, tol):
-    """Certify the keys strictly inside the polytope of the extreme keys (see the module notes), or None.
+def inner_polytope(coords, tol, directions=None):
+    """Certify the keys strictly inside a polytope Q spanned by some of them, or return None.
 
-    Returns None when that polytope is degenerate (Qhull cannot build it); the caller then uses the engine.
+    Q is the hull of the keys extreme along `directions`, or of all keys when `directions` is None
+    (Qhull's vertices are only candidates: every certificate is checked in the kernel). Indices in the
+    result are rows of `coords`. Returns None when Q is degenerate (Qhull cannot build it).
     """
     from scipy.spatial import ConvexHull, QhullError
 
     n, d = coords.shape
-    extreme = _extreme_keys(coords, _directions(d))
+    spanning = np.arange(n) if directions is None else _extreme_keys(coords, directions)
     try:
-        hull = ConvexHull(coords[extreme])
+        hull = ConvexHull(coords[spanning])
     except QhullError:
         return None
-    vertices = extreme[hull.vertices]
+    vertices = spanning[hull.vertices]
     apex_local = hull.vertices[0]
-    apex = coords[extreme[apex_local]]
+    apex = coords[spanning[apex_local]]
     keep = ~(hull.simplices == apex_local).any(axis=1)
     normals = hull.equations[keep, :d]
     heights = -(normals @ apex + hull.equations[keep, d])
-    facet_keys = np.hstack([np.full((keep.sum(), 1), extreme[apex_local]), extreme[hull.simplices[keep]]])
+    facet_keys = np.hstack([np.full((keep.sum(), 1), spanning[apex_local]), spanning[hull.simplices[keep]]])
     usable = heights > 1e-9
     facet_keys, normals, heights = facet_keys[usable], normals[usable], heights[usable]
     if heights.size == 0:
@@ -105,8 +119,42 @@ def inner_polytope(coords, tol):
     scaled_normals = normals / heights[:, None]
     excluded = np.zeros(n, dtype=bool)
     excluded[vertices] = True
-    certified, support, weights = kernels.fan_certificates(
+    certified, simplex, weights, others = kernels.fan_certificates(
         coords, np.ascontiguousarray(coords.T), np.ascontiguousarray(scaled_normals),
         np.ascontiguousarray(-(scaled_normals @ apex)), np.ascontiguousarray(inverses),
-        np.ascontiguousarray(corners), np.ascontiguousarray(facet_keys), excluded, tol / BORDERLINE_FACTOR)
-    return InnerPolytope(vertices, certified, support, weights)
+        np.ascontiguousarray(corners), excluded, tol / BORDERLINE_FACTOR)
+    return InnerPolytope(vertices, certified, simplex, np.ascontiguousarray(facet_keys), weights, others)
+
+
+def certify_interior(coords, tol):
+    """Certify most interior keys in rounds; return the keys left (increasing) and the certificate blocks.
+
+    Round 1 uses the extreme keys along the axes, round 2 along the axes and the diagonals (a superset of
+    directions, so round 1's polytope vertices are extreme again and survive), and once at most
+    ``HULL_KEYS`` keys are left, a last round uses the hull of all of them. Every certificate's corners
+    are keys left at the end. Returns None if a polytope is degenerate.
+
+    Returns
+    -------
+    left : ndarray of intp
+    blocks : list of (keys, simplex, corner_keys, weights)
+        Certified key indices (increasing); key ``keys[r]`` is the combination of the keys
+        ``corner_keys[simplex[r]]`` with ``weights[r]``.
+    """
+    n, d = coords.shape
+    left = np.arange(n)
+    blocks = []
+    for directions in (_axes(d), _axes_and_diagonals(d), None):
+        if directions is None and left.size > HULL_KEYS:
+            break  # too many keys near the boundary for a hull round: the engine takes them
+        if directions is not None and left.size <= HULL_KEYS:
+            continue  # few enough keys left for the hull round already
+        first = left.size == n  # indices are already key indices: no copies
+        inner = inner_polytope(coords if first else np.ascontiguousarray(coords[left]), tol, directions)
+        if inner is None:
+            return None
+        keys = inner.certified if first else left[inner.certified]
+        corner_keys = inner.corner_keys if first else left[inner.corner_keys]
+        blocks.append((keys, inner.simplex, corner_keys, inner.weights))
+        left = inner.others if first else left[inner.others]
+    return left, blocks

@@ -95,7 +95,7 @@ def _exit_facets(points_t, scaled_normals, offsets):
 
 
 @jit
-def fan_certificates(points, points_t, scaled_normals, offsets, inverses, corners, corner_keys, excluded, low):
+def fan_certificates(points, points_t, scaled_normals, offsets, inverses, corners, excluded, low):
     """Certify the points strictly inside a polytope Q by the fan triangulation of Q from one of its vertices.
 
     Q's facets that do not contain the apex cut Q into simplices ``(apex, facet)``. With each facet's
@@ -103,28 +103,34 @@ def fan_certificates(points, points_t, scaled_normals, offsets, inverses, corner
     ``offsets[f] = -scaled_normals[f] . apex``, the ray from the apex through a point y leaves Q through
     the facet maximizing ``r_f = scaled_normals[f] . y + offsets[f]``; when ``r < 1`` the point is strictly
     inside Q, in the simplex of that facet, whose barycentric coordinates ``inverses[f] @ (y, 1)`` are
-    the certificate: they must be >= 0 and, applied to the simplex's corners ``corners[f]`` (apex first;
-    key indices ``corner_keys[f]``), reproduce the point within `low`. Rows flagged in `excluded` (Q's own
-    vertices) are not certified. `points_t` is the transpose of `points`.
+    the certificate: they must be >= 0 and, applied to the simplex's corners ``corners[f]`` (apex first),
+    reproduce the point within `low`. Rows flagged in `excluded` (Q's own vertices) are not certified.
+    `points_t` is the transpose of `points`.
 
     Returns
     -------
     certified : ndarray of intp, shape (m,)
         The points certified strictly inside Q, in increasing order.
-    support : ndarray of intp, shape (m, dim + 1)
-        The key indices of their simplex's corners.
+    simplex : ndarray of intp, shape (m,)
+        Their simplex (facet index).
     weights : ndarray, shape (m, dim + 1)
         Their barycentric coordinates.
+    others : ndarray of intp
+        The points not certified, in increasing order.
     """
     n, dim = points.shape
     ratio, facet = _exit_facets(points_t, scaled_normals, offsets)
     certified = np.empty(n, dtype=np.intp)
-    support = np.empty((n, dim + 1), dtype=np.intp)
+    simplex = np.empty(n, dtype=np.intp)
     weights = np.empty((n, dim + 1))
+    others = np.empty(n, dtype=np.intp)
+    left = 0
     lifted = np.empty(dim + 1)
     coordinates = np.empty(dim + 1)
     count = 0
     for i in range(n):
+        others[left] = i  # kept only if the point is not certified below
+        left += 1
         if excluded[i] or not ratio[i] < 1.0 - 1e-9:
             continue  # a vertex of Q, or on or beyond Q's boundary: left to the engine
         f = facet[i]
@@ -148,8 +154,47 @@ def fan_certificates(points, points_t, scaled_normals, offsets, inverses, corner
             residual2 += value * value
         if residual2 <= low * low:
             certified[count] = i
+            simplex[count] = f
             for k in range(dim + 1):
-                support[count, k] = corner_keys[f, k]
                 weights[count, k] = coordinates[k]
             count += 1
-    return certified[:count], support[:count], weights[:count]
+            left -= 1
+    return certified[:count], simplex[:count], weights[:count], others[:left]
+
+
+@jit
+def lower_corner_margins(points, certified, simplex, corner_keys, directions, margins):
+    """Lower ``margins[c]`` to the margin of key c's witness over the certified keys that use c as a corner.
+
+    A certified key ``y = sum_k w_k c_k`` scores ``u . y <= max_k u . c_k`` for any direction u, so under
+    key c's unit witness ``directions[c]`` only keys whose certificate uses c can come closer to c than
+    the other corners do. Key ``certified[r]`` uses the corners ``corner_keys[simplex[r]]``. Keys without a
+    witness have NaN directions and are skipped.
+    """
+    dim = points.shape[1]
+    simplices, corners = corner_keys.shape
+    witness = np.zeros((simplices, corners, dim))
+    own = np.full((simplices, corners), np.inf)  # u_c . c; inf where c has no witness (never lowered)
+    for f in range(simplices):
+        for k in range(corners):
+            c = corner_keys[f, k]
+            if not np.isnan(directions[c, 0]):
+                own[f, k] = 0.0
+                for t in range(dim):
+                    witness[f, k, t] = directions[c, t]
+                    own[f, k] += directions[c, t] * points[c, t]
+    closest = np.full((simplices, corners), np.inf)
+    for row in range(certified.shape[0]):
+        y = certified[row]
+        f = simplex[row]
+        for k in range(corners):
+            margin = own[f, k]
+            for t in range(dim):
+                margin -= witness[f, k, t] * points[y, t]
+            if margin < closest[f, k]:
+                closest[f, k] = margin
+    for f in range(simplices):
+        for k in range(corners):
+            c = corner_keys[f, k]
+            if closest[f, k] < margins[c]:
+                margins[c] = closest[f, k]

@@ -407,37 +407,35 @@ def _decide_all(lifted, m, tol, has_bias, method):
 def _selectable_low_dimension(points, tol):
     """:func:`selectable_keys` for many distinct, full-rank keys in low dimension (see ``_lowdim.py``), or None.
 
-    Keys strictly inside the polytope Q of the extreme keys are certified in one pass; the engine decides
-    the rest among themselves, which gives the same verdicts as among all keys because Q's vertices stay
-    in that subset. The witnesses of Q's own vertices are re-scored against all keys (a certified key near
-    a vertex of Q can lower its margin); the path gives up (returns None) if one of them no longer clears
-    ``10 * tol``.
+    Keys strictly inside polytopes spanned by extreme keys are certified in a few linear passes; the engine
+    decides the keys left among themselves, which gives the same verdicts as among all keys because every
+    certificate's corners are among them. A witness's margin can only be lowered further by certified
+    keys that use its key as a corner; those are scored exactly. If a margin then no longer clears
+    ``10 * tol``, the path gives up (returns None) and the caller runs the engine on all keys.
     """
     frame = lowdim.full_rank_frame(points, tol)
-    if frame is None:
+    certified = None if frame is None else lowdim.certify_interior(frame.coords, tol)
+    if certified is None:
         return None
-    inner = lowdim.inner_polytope(frame.coords, tol)
-    if inner is None:
+    left, blocks = certified
+    sub = np.ascontiguousarray(frame.coords[left])
+    verdict, borderline, margins, directions, undecided, decisions = _decide_all(sub, left.size, tol, False, "auto")
+    n, d = points.shape
+    unit = np.full((n, d), np.nan)
+    unit[left[verdict]] = directions[verdict]
+    exact = np.full(n, np.inf)
+    exact[left[verdict]] = margins[verdict]
+    for keys, simplex, corner_keys, _ in blocks:
+        lowdim.kernels.lower_corner_margins(frame.coords, keys, simplex, corner_keys, unit, exact)
+    if not (exact[left[verdict]] > tol * BORDERLINE_FACTOR).all():
         return None
-    left = np.ones(points.shape[0], dtype=bool)
-    left[inner.certified] = False
-    rest = np.flatnonzero(left)
-    sub = np.ascontiguousarray(frame.coords[rest])
-    verdict, borderline, margins, directions, undecided, decisions = _decide_all(sub, rest.size, tol, False, "auto")
-    recheck = np.flatnonzero(np.isin(rest, inner.vertices) & verdict)
-    if recheck.size:
-        scores = directions[recheck] @ frame.coords.T
-        own = scores[np.arange(recheck.size), rest[recheck]]
-        scores[np.arange(recheck.size), rest[recheck]] = -np.inf
-        margins[recheck] = own - scores.max(axis=1)
-        if not (margins[recheck] > tol * BORDERLINE_FACTOR).all():
-            return None
-    n = points.shape[0]
-    result = _assemble(points, 1.0, frame, sub, False, np.full(n, -1, dtype=np.intp), rest, verdict,
+    margins[verdict] = exact[left[verdict]]
+    result = _assemble(points, 1.0, frame, sub, False, np.full(n, -1, dtype=np.intp), left, verdict,
                        borderline, margins, directions, undecided, decisions, tol, "auto")
-    counts = np.full(inner.certified.size, inner.support.shape[1])
-    return replace(result, combinations=result.combinations.extended(inner.certified, inner.support,
-                                                                      inner.weights, counts))
+    combinations = result.combinations
+    for keys, simplex, corner_keys, weights in blocks:
+        combinations = combinations.extended(keys, weights, corner_keys, rows=simplex)
+    return replace(result, combinations=combinations)
 
 
 def count_unselectable(key_sets, tol):
