@@ -87,3 +87,18 @@ def test_small_sets_and_bias_do_not_take_the_shortcut(monkeypatch):
     assert calls == []
     geomln.selectable_keys(keys)
     assert len(calls) == 1
+
+
+def test_a_key_within_tol_of_a_polytope_vertex_sends_the_set_to_the_engine(monkeypatch):
+    gen = np.random.default_rng(12)
+    keys = gen.standard_normal((N, 3))
+    top = int(np.argmax(keys[:, 0]))  # extreme along +x: a vertex of the first round's polytope
+    keys[-1] = keys[top] * (1.0 - 3e-9)  # certified inside, but closer to that vertex than 10 tol
+    outcomes = []
+    original = geomln.selectability._selectable_low_dimension
+    monkeypatch.setattr(geomln.selectability, "_selectable_low_dimension",
+                        lambda *args: outcomes.append(original(*args)) or outcomes[-1])
+    result = selectable_keys(keys)
+    assert outcomes == [None]  # the shortcut gave up; the general engine decided
+    np.testing.assert_array_equal(result.selectable_mask, engine_only(keys).selectable_mask)
+    assert len(verify_selectability(keys, result)) == 0
