@@ -196,14 +196,15 @@ def solve_with_lp(points, n, key, ray, tol, slot, decisions):
     member = linprog(objective, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=[1.0], bounds=(0, None), method="highs")
     if member.status == 0:
         lam = member.x[:m]
-        residual = lifted.T @ lam - target
+        used = np.flatnonzero(lam > 1e-14)
+        weights = lam[used] / lam[used].sum()  # HiGHS meets sum(lam) = 1 only to its feasibility tolerance
+        residual = lifted[used].T @ weights - target  # so judge the certificate actually stored
         if with_ray:
             residual[-1] -= member.x[m]
         residual_norm = float(np.linalg.norm(residual))
-        used = np.flatnonzero(lam > 1e-14)
         decisions.support[slot] = -1
         decisions.support[slot, : used.size] = others[used]
-        decisions.weights[slot, : used.size] = lam[used] / lam[used].sum()
+        decisions.weights[slot, : used.size] = weights
         distance[slot] = residual_norm
         if residual_norm <= tol:
             status[slot] = kernels.CONVERGED if residual_norm > tol / BORDERLINE_FACTOR else kernels.UNSELECTABLE
