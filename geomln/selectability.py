@@ -300,9 +300,10 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
         ``max_i |b_i - mean(b)|`` and appended as a coordinate, and "hull" means the hull of the other
         lifted keys extended downwards in the bias coordinate. Must be at least 1e-13.
     method : {"auto", "wolfe", "lp"}
-        "wolfe" (and "auto"): witness scan, then Wolfe's minimum-norm-point algorithm inside Clarkson's
-        output-sensitive loop, in numba, with a HiGHS fallback where it stalls; "lp": one pair of HiGHS
-        linear programs per key (slow; for cross-checks).
+        "wolfe": witness scan, then Wolfe's minimum-norm-point algorithm inside Clarkson's output-sensitive
+        loop, in numba, with a HiGHS fallback where it stalls; "auto": the same, after a linear-time
+        certification of the deep interior for large low-dimensional sets (see Notes); "lp": one pair of
+        HiGHS linear programs per key (slow; for cross-checks).
 
     Returns
     -------
@@ -331,7 +332,10 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     scanned against all keys with the separating direction, and any key that violates it joins the
     working set (Clarkson 1994) until the verdict is certain or the distance exact. Memory is
     ``O(n d + block)``; time is dominated by the ``O(n^2 d)`` scan for large ``d`` and by the Wolfe steps of
-    interior keys for small ``d``.
+    interior keys for small ``d``. With ``method="auto"``, no bias, at least 20,000 distinct keys spanning
+    ``d <= 4`` dimensions, the keys strictly inside polytopes spanned by extreme keys are first certified in
+    a few linear passes (fan triangulations, see ``geomln/_lowdim.py``) and only the rest go through the
+    steps above; the verdicts are the same.
 
     Examples
     --------
