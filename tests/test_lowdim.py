@@ -102,3 +102,11 @@ def test_a_key_within_tol_of_a_polytope_vertex_sends_the_set_to_the_engine(monke
     assert outcomes == [None]  # the shortcut gave up; the general engine decided
     np.testing.assert_array_equal(result.selectable_mask, engine_only(keys).selectable_mask)
     assert len(verify_selectability(keys, result)) == 0
+
+
+def test_float32_keys_take_the_shortcut_with_their_tolerance():
+    keys = np.random.default_rng(13).standard_normal((N, 3)).astype(np.float32)
+    result = selectable_keys(keys)
+    assert result.tol == 1e-6
+    np.testing.assert_array_equal(result.selectable_mask, engine_only(keys).selectable_mask)
+    assert len(verify_selectability(keys, result)) == 0
