@@ -3,9 +3,9 @@
 For n in the tens of thousands and d <= 4, almost every key is interior and the engine's cost is one Wolfe run
 per key. Here the extreme keys in a fixed set of directions span a small polytope Q (Akl & Toussaint 1978);
 each key strictly inside Q gets its convex-combination certificate from the fan triangulation of Q from one
-of its vertices, in one linear pass. Only the keys left over (Q's vertices, keys outside or on Q; typically
-0.5-2% of them) go through the engine, whose verdicts on that subset equal those on the whole set (the
-certified keys lie in the hull of Q's vertices, which are kept).
+of its vertices, in one linear pass. A few such rounds (:func:`certify_interior`) leave only keys near the
+boundary (about 0.02-0.2% of Gaussian keys), which go through the engine; its verdicts on that subset equal
+those on the whole set, because every certificate's corners are kept in it.
 """
 
 import itertools
@@ -17,7 +17,7 @@ from . import _lowdim_kernels as kernels
 from ._hull_geometry import BORDERLINE_FACTOR, AffineFrame
 
 __all__ = ["MIN_KEYS", "MAX_DIM", "HULL_KEYS", "InnerPolytope", "full_rank_frame", "inner_polytope",
-           "certify_interior"]
+           "certify_interior", "lower_corner_margins"]
 
 #: the path is used from this many keys on (below it the engine alone is as fast)
 MIN_KEYS = 20_000
@@ -158,3 +158,13 @@ def certify_interior(coords, tol):
         blocks.append((keys, inner.simplex, corner_keys, inner.weights))
         left = inner.others if first else left[inner.others]
     return left, blocks
+
+
+def lower_corner_margins(coords, blocks, directions, margins):
+    """Lower each witnessed key's margin to its exact value over the keys certified with it as a corner.
+
+    `directions` (n, d) holds the unit witness of each selectable key left (NaN rows elsewhere) and
+    `margins` (n,) its margin over the keys left; see ``_lowdim_kernels.lower_corner_margins``.
+    """
+    for keys, simplex, corner_keys, _ in blocks:
+        kernels.lower_corner_margins(coords, keys, simplex, corner_keys, directions, margins)

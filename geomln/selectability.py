@@ -429,8 +429,7 @@ def _selectable_low_dimension(points, tol):
     unit[left[verdict]] = directions[verdict]
     exact = np.full(n, np.inf)
     exact[left[verdict]] = margins[verdict]
-    for keys, simplex, corner_keys, _ in blocks:
-        lowdim.kernels.lower_corner_margins(frame.coords, keys, simplex, corner_keys, unit, exact)
+    lowdim.lower_corner_margins(frame.coords, blocks, unit, exact)
     if not (exact[left[verdict]] > tol * BORDERLINE_FACTOR).all():
         return None
     margins[verdict] = exact[left[verdict]]
