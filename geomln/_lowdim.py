@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _lowdim_kernels as kernels
+from ._hull3d_kernels import center_points
 from ._hull_geometry import BORDERLINE_FACTOR, AffineFrame
+from ._selectability_kernels import has_equal_rows
 
 __all__ = ["MIN_KEYS", "MAX_DIM", "HULL_KEYS", "InnerPolytope", "full_rank_frame", "inner_polytope",
            "certify_interior", "lower_corner_margins"]
@@ -50,10 +52,9 @@ def full_rank_frame(points, tol):
     spread along the thinnest direction exceeds ``max(100 tol, 1e-6)``, far above the ``tol / 4`` below which
     the engine's own frame would drop a direction; thinner sets go through the engine.
     """
-    if kernels.has_equal_rows(points):
+    if has_equal_rows(points):
         return None
-    centre, centred, radius2 = kernels.centred_coordinates(points)
-    radius = float(np.sqrt(radius2))
+    centred, centre, radius = center_points(points)
     if not 1e-150 < radius < 1e150:
         return None
     centred /= radius

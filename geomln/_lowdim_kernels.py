@@ -1,4 +1,4 @@
-"""Numba kernels of the large-n, low-dimension path: duplicate detection and fan-triangulation certificates.
+"""Numba kernels of the large-n, low-dimension path: fan-triangulation certificates and exact margins.
 
 Inputs are finite, C-contiguous float64 arrays in normalized coordinates (centred, divided by the radius).
 """
@@ -7,62 +7,7 @@ import numpy as np
 
 from ._jit import jit
 
-_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _BLOCK = 1024  # points scored at a time against every facet (an 8 KiB workspace)
-
-
-@jit
-def has_equal_rows(points):
-    """Whether two rows of `points` are equal (as values: 0.0 == -0.0), in expected O(n d) time.
-
-    Rows are hashed into an open-addressing table; rows with equal hashes are compared.
-    """
-    n, dim = points.shape
-    bits = (points + 0.0).view(np.uint64)  # + 0.0 turns -0.0 into 0.0, so equal values have equal bits
-    size = 1
-    while size < 2 * n:
-        size *= 2
-    table = np.full(size, -1, dtype=np.intp)
-    mask = np.uint64(size - 1)
-    for i in range(n):
-        code = np.uint64(0)
-        for t in range(dim):
-            code = (code ^ bits[i, t]) * _HASH_MULTIPLIER
-            code ^= code >> np.uint64(29)
-        slot = code & mask
-        while table[slot] >= 0:
-            other = table[slot]
-            same = True
-            for t in range(dim):
-                if points[other, t] != points[i, t]:
-                    same = False
-                    break
-            if same:
-                return True
-            slot = (slot + np.uint64(1)) & mask
-        table[slot] = i
-    return False
-
-
-@jit
-def centred_coordinates(points):
-    """Return the column means of `points`, the points minus them, and the largest squared row norm of that."""
-    n, dim = points.shape
-    centre = np.zeros(dim)
-    for i in range(n):
-        for t in range(dim):
-            centre[t] += points[i, t]
-    centre /= n
-    centred = np.empty((n, dim))
-    radius2 = 0.0
-    for i in range(n):
-        norm2 = 0.0
-        for t in range(dim):
-            value = points[i, t] - centre[t]
-            centred[i, t] = value
-            norm2 += value * value
-        radius2 = max(radius2, norm2)
-    return centre, centred, radius2
 
 
 @jit

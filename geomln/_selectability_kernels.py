@@ -18,6 +18,7 @@ SELECTABLE = 1  # witness margin over every other key > high: certain
 CONVERGED = 2  # exact distance found, between low and high: decide by tol, borderline
 NEED_POINT = 3  # a key outside conv(candidates) violates the witness: add it and run again
 STALLED = 4  # Wolfe's algorithm stopped making progress (numerically degenerate corral)
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _SCAN_CHUNK = 64  # rows per thread task in scan_top_two (they share one score workspace)
 _SCORE_BLOCK = 512  # keys scored at a time by one scan row (a 4 KiB workspace)
 REFLECTIONS = 8  # braid reflections tried before Wolfe's algorithm in sets where most keys are vertices
@@ -445,17 +446,35 @@ def _normalized_set(keys):
 
 
 @jit
-def _has_equal_rows(keys):
-    n, dim = keys.shape
+def has_equal_rows(points):
+    """Whether two rows of `points` are equal (as values: 0.0 == -0.0), in expected O(n d) time.
+
+    Rows are hashed into an open-addressing table; rows with equal hashes are compared.
+    """
+    n, dim = points.shape
+    bits = (points + 0.0).view(np.uint64)  # + 0.0 turns -0.0 into 0.0, so equal values have equal bits
+    size = 1
+    while size < 2 * n:
+        size *= 2
+    table = np.full(size, -1, dtype=np.intp)
+    mask = np.uint64(size - 1)
     for i in range(n):
-        for j in range(i + 1, n):
+        code = np.uint64(0)
+        for t in range(dim):
+            code = (code ^ bits[i, t]) * _HASH_MULTIPLIER
+            code ^= code >> np.uint64(29)
+        slot = code & mask
+        while table[slot] >= 0:
+            other = table[slot]
             same = True
             for t in range(dim):
-                if keys[i, t] != keys[j, t]:
+                if points[other, t] != points[i, t]:
                     same = False
                     break
             if same:
                 return True
+            slot = (slot + np.uint64(1)) & mask
+        table[slot] = i
     return False
 
 
@@ -553,7 +572,7 @@ def count_unselectable_sets(key_sets, low, high, max_major):
         if n == 1:
             settled[s] = True
             continue
-        if _has_equal_rows(key_sets[s]):
+        if has_equal_rows(key_sets[s]):
             continue
         points, safe = _normalized_set(key_sets[s])
         if safe:

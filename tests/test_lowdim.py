@@ -6,7 +6,7 @@ from oracles import qhull_vertices
 from scipy.stats import special_ortho_group
 
 import geomln
-from geomln import _lowdim, _lowdim_kernels
+from geomln import _lowdim, _selectability_kernels
 from geomln.selectability import selectable_keys, verify_selectability
 
 N = _lowdim.MIN_KEYS + 5_000
@@ -74,7 +74,7 @@ def test_has_equal_rows_agrees_with_numpy_unique():
     for rows in (gen.standard_normal((5000, 3)), gen.integers(0, 6, (300, 2)).astype(float),
                  np.array([[0.0, -0.0]]), np.array([[0.0], [-0.0]])):
         expected = np.unique(rows, axis=0).shape[0] < rows.shape[0]
-        assert _lowdim_kernels.has_equal_rows(np.ascontiguousarray(rows)) == expected
+        assert _selectability_kernels.has_equal_rows(np.ascontiguousarray(rows)) == expected
 
 
 def test_small_sets_and_bias_do_not_take_the_shortcut(monkeypatch):
