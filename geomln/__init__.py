@@ -17,70 +17,84 @@ Keys saved from models
     :func:`load_keys`, :func:`save_keys`, :func:`analyze_keys`, :func:`max_attention`, :func:`load_array`.
 
 Plots are in :mod:`geomln.plotting`, PyTorch capture in :mod:`geomln.capture`, the paper's experiments in
-:mod:`geomln.experiments` (both need the ``torch`` extra). Nothing is compiled at import: numba kernels
-compile (or load from their on-disk cache) on first use.
+:mod:`geomln.experiments` (both need the ``torch`` extra). Nothing is compiled or even imported at
+``import geomln``: each public name, and each submodule (``geomln.capture``, ``geomln.plotting``, ...),
+is imported on first access, and numba kernels compile (or load from their on-disk cache) on first use.
 """
 
-from ._version import __version__
-from .analysis import KeyReport, analyze_keys
-from .angles import Hyperplane, angle_to, angle_to_hyperplane, angle_to_ones, fit_hyperplane
-from .attention import max_attention
-from .errors import ClusterError, DataFileError, GeomlnError, GeomlnWarning, InputError
-from .hull import ConvexHull, convex_hull
-from .io import load_array
-from .keyfile import KeyArray, load_keys, save_keys
-from .layernorm import factorized_layer_norm, layer_norm, project, rms_norm, scale
-from .membership import HullMembership, in_hull
-from .montecarlo import MonteCarloResult, MonteCarloRow, estimate_unselectable
-from .selectability import Selectability, default_tol, hull_vertices, selectable_keys, verify_selectability
-from .theory import expected_vertices_gaussian, unselectable_fraction_gaussian
+import importlib
 
-__all__ = [
-    "__version__",
+from ._version import __version__
+
+#: public name -> the module that defines it, by theme (imported on first access, see ``__getattr__``)
+_EXPORTS = {
     # LayerNorm geometry
-    "project",
-    "scale",
-    "layer_norm",
-    "factorized_layer_norm",
-    "rms_norm",
+    "project": "layernorm",
+    "scale": "layernorm",
+    "layer_norm": "layernorm",
+    "factorized_layer_norm": "layernorm",
+    "rms_norm": "layernorm",
     # angles
-    "angle_to",
-    "angle_to_ones",
-    "fit_hyperplane",
-    "angle_to_hyperplane",
-    "Hyperplane",
+    "angle_to": "angles",
+    "angle_to_ones": "angles",
+    "fit_hyperplane": "angles",
+    "angle_to_hyperplane": "angles",
+    "Hyperplane": "angles",
     # selectability
-    "selectable_keys",
-    "verify_selectability",
-    "Selectability",
-    "hull_vertices",
-    "in_hull",
-    "HullMembership",
-    "default_tol",
+    "selectable_keys": "selectability",
+    "verify_selectability": "selectability",
+    "Selectability": "selectability",
+    "hull_vertices": "selectability",
+    "default_tol": "selectability",
+    "in_hull": "membership",
+    "HullMembership": "membership",
     # files
-    "load_array",
+    "load_array": "io",
     # key files
-    "load_keys",
-    "save_keys",
-    "KeyArray",
-    # Convex hulls
-    "convex_hull",
-    "ConvexHull",
+    "load_keys": "keyfile",
+    "save_keys": "keyfile",
+    "KeyArray": "keyfile",
+    # convex hulls
+    "convex_hull": "hull",
+    "ConvexHull": "hull",
     # Gaussian theory
-    "expected_vertices_gaussian",
-    "unselectable_fraction_gaussian",
+    "expected_vertices_gaussian": "theory",
+    "unselectable_fraction_gaussian": "theory",
     # Monte Carlo
-    "estimate_unselectable",
-    "MonteCarloResult",
-    "MonteCarloRow",
-    # Key analysis
-    "analyze_keys",
-    "KeyReport",
-    "max_attention",
+    "estimate_unselectable": "montecarlo",
+    "MonteCarloResult": "montecarlo",
+    "MonteCarloRow": "montecarlo",
+    # key analysis
+    "analyze_keys": "analysis",
+    "KeyReport": "analysis",
+    "max_attention": "attention",
     # errors
-    "GeomlnError",
-    "InputError",
-    "DataFileError",
-    "ClusterError",
-    "GeomlnWarning",
-]
+    "GeomlnError": "errors",
+    "InputError": "errors",
+    "DataFileError": "errors",
+    "ClusterError": "errors",
+    "GeomlnWarning": "errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name):
+    """Import a public name or a submodule (``geomln.capture``) on first access, then keep it."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    elif name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    else:
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise  # the submodule exists but needs something missing (e.g. torch): say that
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -41,7 +41,11 @@ def _build_parser():
 
 def main(argv=None):
     """Run the command line with `argv` (default ``sys.argv[1:]``) and return the exit code."""
-    parser = _build_parser()
+    try:
+        parser = _build_parser()  # imports every subcommand (numpy, scipy, ...): Ctrl-C may land here
+    except KeyboardInterrupt:
+        print("geomln: error: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)

@@ -1,17 +1,21 @@
 """Where the cells of a Monte Carlo grid or the slices of a key analysis run: here, or on a Dask cluster.
 
-``executor="local"`` keeps the default paths (this process, or a process pool for the Monte Carlo);
+``executor="local"`` keeps the default paths: this process, or for the Monte Carlo a pool of worker
+processes (:func:`process_pool_map`, joblib's loky executor: it never re-imports ``__main__``, so a plain
+script, ``python -c``, stdin and notebooks need no ``if __name__ == "__main__":`` guard);
 ``executor="dask"`` sends chunks of work to a `Dask distributed <https://distributed.dask.org>`_ cluster:
 the scheduler at `scheduler` (``tcp://host:8786``) or, without an address, a ``LocalCluster`` on loopback.
 A ``distributed.Client`` may also be passed as the executor. Dask is an optional dependency
 (``pip install "geomln[dask]"``), imported only here and only when a Dask executor is asked for.
 """
 
+import contextlib
 import os
+import signal
 import threading
 import time
 import warnings
-from concurrent.futures import CancelledError
+from concurrent.futures import FIRST_COMPLETED, CancelledError, wait
 
 from ._validation import as_choice, as_positive_int
 from .errors import ClusterError, DaskMissingError, InputError
@@ -24,6 +28,7 @@ __all__ = [
     "chunk",
     "estimated_seconds",
     "import_distributed",
+    "process_pool_map",
     "resolve_executor",
 ]
 
@@ -175,6 +180,81 @@ def chunk(items, costs, target=None):
     if current:
         chunks.append(current)
     return chunks
+
+
+def process_pool_map(function, tasks, workers, initializer, initargs, *, on_idle=None):
+    """Run ``function(*task)`` for every task in a pool of `workers` processes; yield ``(task, result)``.
+
+    Results come in order of completion. The pool is joblib's loky executor: it never re-imports
+    ``__main__`` (no ``if __name__ == "__main__":`` guard is needed in a script, ``python -c``, stdin or a
+    notebook) and pickles with cloudpickle, so samplers defined in ``__main__`` or interactively reach the
+    workers by value. The workers start with SIGINT ignored, so a Ctrl-C in a terminal (which reaches the
+    whole process group) interrupts only this process; on any exception, and when the consumer closes the
+    generator early (use :func:`contextlib.closing`), the workers are killed.
+
+    Parameters
+    ----------
+    function : callable
+        Importable in the workers (module level), or picklable by cloudpickle.
+    tasks : sequence of tuple
+        Submitted in this order.
+    workers : int
+    initializer : callable
+        Run once in every worker with `initargs`.
+    initargs : tuple
+    on_idle : callable, optional
+        Called every second in which no task finished (e.g. to redraw a progress bar).
+
+    Yields
+    ------
+    tuple
+        ``(task, function(*task))``.
+
+    Raises
+    ------
+    concurrent.futures.process.BrokenProcessPool
+        A worker died (killed, out of memory, a crash in compiled code).
+
+    Examples
+    --------
+    >>> import operator
+    >>> from geomln.executors import process_pool_map
+    >>> sorted(process_pool_map(operator.mul, [(2, 3), (4, 5)], 2, int, ()))
+    [((2, 3), 6), ((4, 5), 20)]
+    """
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    executor = ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs)
+    try:
+        with _children_ignore_sigint():  # the workers are spawned by the first submit
+            pending = {executor.submit(function, *task): task for task in tasks}
+        while pending:
+            finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            if not finished and on_idle is not None:
+                on_idle()
+            for future in finished:
+                yield pending.pop(future), future.result()
+    except BaseException:
+        executor.shutdown(wait=True, kill_workers=True)
+        raise
+    executor.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint():
+    """Ignore SIGINT while worker processes start, so that they inherit the ignored disposition.
+
+    CPython keeps SIGINT ignored in a process that starts with it ignored. Outside the main thread, where
+    signal handlers cannot be changed, this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ---- worker side -------------------------------------------------------------------------------------

@@ -6,15 +6,13 @@ sets of `n` keys in ``R^d``, optionally normalizes them, and decides every key e
 :func:`geomln.selectable_keys`.
 """
 
+import contextlib
 import hashlib
-import multiprocessing
 import os
-import pickle
 import platform
 import sys
 import time
 import warnings
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +25,7 @@ from ._montecarlo_table import MonteCarloResult
 from ._validation import as_choice, as_points, as_positive_int
 from ._version import __version__
 from .errors import GeomlnError, GeomlnWarning, InputError
-from .executors import ClusterError, chunk, estimated_seconds, resolve_executor
+from .executors import ClusterError, chunk, estimated_seconds, process_pool_map, resolve_executor
 from .theory import unselectable_fraction_gaussian
 
 __all__ = ["MonteCarloResult", "MonteCarloRow", "estimate_unselectable", "DISTRIBUTIONS", "NORMALIZATIONS"]
@@ -200,15 +198,6 @@ def _check_sampler(label, sampler, n, d):
     cells.sample(sampler, np.random.default_rng(cells.cell_seed(0, "check:" + label, n, d)), n, d)
 
 
-def _pool_context():
-    """Return a forkserver context that preloads geomln (imported once, not per worker), else spawn."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["geomln.montecarlo"])  # effective only if the server is not running yet
-    return context
-
-
 def _provenance(ns, ds, trials, labels, normalizations, seed, entropy, workers, described):
     import numba
     import scipy
@@ -354,9 +343,10 @@ def estimate_unselectable(
     of ``SeedSequence(seed)`` with spawn key ``(crc32(distribution), n, d)`` for the first block and
     ``(crc32(distribution), n, d, b)`` for block ``b >= 1``; blocks run in parallel like cells, and a cell's
     normalizations see the same raw keys. Tables are therefore bit-identical (except the ``seconds`` column) for
-    any `workers`, any order of `n` and `d`, and across resumed runs. Workers are separate processes (forkserver
-    or spawn); each loads the compiled kernels once; as with any multiprocessing code, a script must make the call
-    under ``if __name__ == "__main__":``. The paper's Figure 1c is the ``any_unselectable`` column of Gaussian
+    any `workers`, any order of `n` and `d`, and across resumed runs. Workers are separate processes (joblib's
+    loky executor), each loading the compiled kernels once; they never re-import ``__main__``, so a script,
+    ``python -c``, stdin or a notebook needs no ``if __name__ == "__main__":`` guard, and samplers defined there
+    reach the workers by value (cloudpickle). The paper's Figure 1c is the ``any_unselectable`` column of Gaussian
     keys for n = 3..60 and d = 3..15; with ``"layernorm"`` (Figure 1d) every key is selectable, because distinct
     points on a sphere are all vertices. That needs a sphere of dimension >= 1: ``d >= 3`` for ``"layernorm"``
     (keys lie on a (d-2)-sphere), ``d >= 2`` for ``"scaling"``, ``"rmsnorm"`` and ``"sphere"``; below that the
@@ -443,11 +433,13 @@ def estimate_unselectable(
     context = cells.Context(trials, entropy, samplers, tuple(norms))
     workers_used = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
     if runner is None and workers_used > 1 and any(callable(kind) for kind in samplers.values()):
+        import cloudpickle
+
         try:
-            pickle.dumps(context)
+            cloudpickle.dumps(context)
         except Exception:  # noqa: BLE001 - any pickling failure means: run here instead
             warnings.warn(
-                "the sampler cannot be sent to worker processes (define it at module level); "
+                "the sampler cannot be sent to worker processes (it does not pickle, even with cloudpickle); "
                 "running in this process",
                 GeomlnWarning,
                 stacklevel=2,
@@ -539,36 +531,21 @@ def _run_dask(runner, context, tasks, store, bar, provenance, merger):
 
 
 def _run_pool(context, tasks, workers, store, bar, merger):
-    """Run `tasks` on a process pool, most expensive first; return the summed warm-up seconds."""
+    """Run `tasks` on a pool of worker processes, most expensive first; return the summed warm-up seconds."""
     warm = 0.0
     ordered = sorted(tasks, key=lambda task: -task[1] * len(task[3]))
-    executor = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=_pool_context(),
-        initializer=cells.init_worker,
-        initargs=(context,),
-    )
-    try:
-        pending = {executor.submit(cells.run_cell_in_worker, *task): task for task in ordered}
-        while pending:
-            finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            if not finished:  # still warming up or on a long cell: keep the bar (and its note) on screen
-                bar.refresh()
-            for future in finished:
-                task = pending.pop(future)
-                try:
-                    outcome, seconds = future.result()
-                except BrokenProcessPool as exc:
-                    raise GeomlnError(
-                        f"a worker process stopped abruptly ({exc}); in a script, call estimate_unselectable "
-                        "under `if __name__ == '__main__':`, or pass workers=1"
-                    ) from None
+    results = process_pool_map(cells.run_cell_in_worker, ordered, workers, cells.init_worker, (context,),
+                               on_idle=bar.refresh)  # still warming up or on a long cell: keep the bar on screen
+    with contextlib.closing(results):
+        try:
+            for task, (outcome, seconds) in results:
                 warm += seconds
                 _finish(merger, task, outcome, store, bar)
-    except BaseException:
-        executor.shutdown(wait=False, cancel_futures=True)
-        raise
-    executor.shutdown(wait=True)
+        except BrokenProcessPool as exc:
+            raise GeomlnError(
+                f"a worker process stopped abruptly ({' '.join(str(exc).split())}); out of memory or killed? "
+                "Rerun with workers=1 to compute in this process"
+            ) from None
     return warm
 
 

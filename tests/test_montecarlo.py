@@ -2,6 +2,7 @@ import json
 import math
 import re
 import shlex
+import threading
 import zlib
 
 import numpy as np
@@ -180,14 +181,39 @@ def test_workers_and_cell_order_do_not_change_the_table():
     assert table(other_seed) != table(serial)
 
 
-def test_callable_sampler_and_unpicklable_sampler_fall_back_to_one_process():
+def test_cli_interrupt_before_any_cell_says_nothing_was_saved(tmp_path, capsys, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cells, "run_cell", interrupted)
+    out = tmp_path / "run"
+    argv = ["montecarlo", "--n", "5", "--d", "3", "--trials", "3", "--workers", "1", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("geomln: interrupted before any of the 2 cells finished; nothing was saved")
+    assert err.count("\n") == 1 and "--resume" not in err and not out.exists()
+    again = shlex.split(err.split("Start again with: ")[1])
+    assert again[:2] == ["geomln", "montecarlo"] and again[again.index("--out") + 1] == str(out)
+
+
+def test_closure_samplers_reach_the_workers_and_unpicklable_ones_run_here():
     def shifted(rng, n, d):
         return rng.standard_normal((n, d)) + 5.0  # a translation does not change the hull
 
+    kw = dict(trials=6, seed=4, distribution=shifted, progress=False)
+    moved = estimate_unselectable([10, 30], 3, workers=2, **kw)  # cloudpickle sends the closure by value
+    assert moved.provenance["timings"]["workers_used"] == 2
+    assert table(moved) == table(estimate_unselectable([10, 30], 3, workers=1, **kw))
+    lock = threading.Lock()
+
+    def locked(rng, n, d):
+        with lock:
+            return shifted(rng, n, d)
+
     with pytest.warns(GeomlnWarning, match="worker processes"):
-        moved = estimate_unselectable(
-            [10, 30], 3, trials=6, seed=4, distribution=shifted, workers=2, progress=False
-        )
+        alone = estimate_unselectable([10, 30], 3, workers=2, **{**kw, "distribution": locked})
+    assert alone.provenance["timings"]["workers_used"] == 1
     for row in moved:
         rng = np.random.default_rng(cells.cell_seed(4, row.distribution, row.n, 3))
         counts = [qhull_unselectable(rng.standard_normal((row.n, 3)) + 5.0) for _ in range(6)]
@@ -517,11 +543,11 @@ def test_cli_interrupt_keeps_partial_results_and_says_how_to_resume(tmp_path, ca
     ]
     assert main(argv) == 130
     err = capsys.readouterr().err
-    assert "interrupted after 2 of 6 cells" in err and "--resume" in err
+    assert err.startswith("geomln: interrupted after 2 of 6 cells") and err.count("\n") == 1
     partial = MonteCarloResult.from_csv(out / "results.csv")
     assert [(row.n, row.normalization) for row in partial] == [(5, "none"), (5, "layernorm")]
     monkeypatch.setattr(cells, "run_cell", original)
-    resume = shlex.split(err.split("Resume with:\n")[1])
+    resume = shlex.split(err.split("continue with: ")[1])
     assert resume[:2] == ["geomln", "montecarlo"] and resume[-1] == "--resume"
     assert main([*resume[1:], "--no-progress"]) == 0
     assert "(4 computed, 2 resumed)" in capsys.readouterr().out

@@ -155,6 +155,22 @@ def theory_agreement(result):
             f"mean; largest |mean - theory| = {worst:.4f}")
 
 
+def _interrupted(args, out, checkpoint, created, ns, ds, distributions, normalizations):
+    """Say in one line what an interrupted run saved (writing its partial CSV) and how to go on."""
+    total = len(ns) * len(ds) * len(distributions) * len(normalizations)
+    if not checkpoint.exists():
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        command = _resume_command(_arguments(args)).removesuffix(" --resume")
+        return f"interrupted before any of the {total} cells finished; nothing was saved. Start again with: {command}"
+    partial = MonteCarloResult.from_json(checkpoint)
+    partial.to_csv(out / "results.csv")
+    return (
+        f"interrupted after {len(partial)} of {total} cells, saved in {str(out / 'results.csv')!r} and "
+        f"{str(checkpoint)!r}; continue with: {_resume_command(_arguments(args))}"
+    )
+
+
 def run(args):
     ns = parse_int_list(args.n, "--n")
     ds = parse_int_list(args.d, "--d")
@@ -194,18 +210,8 @@ def run(args):
             out.rmdir()  # leave nothing behind for a run that failed on its input
         raise
     except KeyboardInterrupt:
-        done = 0
-        if checkpoint.exists():
-            partial = MonteCarloResult.from_json(checkpoint)
-            partial.to_csv(out / "results.csv")
-            done = len(partial)
-        total = len(ns) * len(ds) * len(distributions) * len(normalizations)
-        print(
-            f"geomln: interrupted after {done} of {total} cells; the partial table is in "
-            f"{str(out / 'results.csv')!r} and {str(checkpoint)!r}. Resume with:\n  "
-            f"{_resume_command(_arguments(args))}",
-            file=sys.stderr,
-        )
+        print(f"geomln: {_interrupted(args, out, checkpoint, created, ns, ds, distributions, normalizations)}",
+              file=sys.stderr)
         return 130
     result.to_csv(out / "results.csv")
     written = ["results.csv", "results.json"]
