@@ -406,7 +406,7 @@ def load_keys(path, *, name=None, axes=None):
             (chosen, members, stacked), meta, arrays = READERS[suffix](path, name)
         else:
             if name is not None:
-                raise DataFileError(f"{str(path)!r} holds a single array; omit name (got {name!r})")
+                raise DataFileError(f"{str(path)!r} holds a single array; omit `name` (got {name!r})")
             (chosen, members, stacked), meta, arrays = (None, [None], False), None, [load_array(path)]
     except (DataFileError, InputError, TypeError):
         raise

@@ -332,7 +332,7 @@ BAD_INPUTS = {
         "two.npz",
         None,
         [],
-        [r"holds 2 arrays; choose one with name=\.\.\. \(available: a, b\)"],
+        [r"holds 2 arrays; choose one with --name \.\.\. \(available: a, b\)"],
     ),
     "npz wrong name": ("two.npz", None, ["--name", "c"], [r"has no array 'c' \(available: a, b\)"]),
 }

@@ -116,14 +116,14 @@ def error_case(argv, capsys, tmp_path, *patterns):
 def test_error_bias_length_mismatch(key_file, tmp_path, capsys):
     np.save(tmp_path / "bias.npy", np.zeros(4))
     error_case(["analyze", str(key_file), "--bias", str(tmp_path / "bias.npy"), "--out",
-                str(tmp_path / "r.json"), "--format", "json"], capsys, tmp_path, r"`bias` must have length 6",
-               "layer=0, head=0, sequence=0")
+                str(tmp_path / "r.json"), "--format", "json"], capsys, tmp_path,
+               "`--bias` must hold one score per key", "every slice has 6 keys", "holds 4 scores")
 
 
 def test_error_queries_with_another_d(key_file, tmp_path, capsys):
     np.save(tmp_path / "q.npy", np.zeros((5, 3)))
     error_case(["analyze", str(key_file), "--queries", str(tmp_path / "q.npy"), "--out",
-                str(tmp_path / "r.txt")], capsys, tmp_path, r"`queries` must have d = 2")
+                str(tmp_path / "r.txt")], capsys, tmp_path, r"`--queries` must have d = 2")
 
 
 def test_error_unknown_query_array(key_file, tmp_path, capsys):
@@ -133,7 +133,7 @@ def test_error_unknown_query_array(key_file, tmp_path, capsys):
 
 def test_error_axis_spec_mismatch(key_file, tmp_path, capsys):
     error_case(["analyze", str(key_file), "--axes", "layer,token,dim", "--plot", str(tmp_path / "p.png")],
-               capsys, tmp_path, r"`axes` names 3 axes")
+               capsys, tmp_path, r"`--axes` names 3 axes")
 
 
 def test_error_nan_names_slice_and_row(tmp_path, capsys):

@@ -297,7 +297,7 @@ def test_missing_dask_is_one_cli_error_line(monkeypatch, tmp_path, capsys):
     out = tmp_path / "new"
     assert cli.main(["montecarlo", "--n", "5", "--d", "3", "--out", str(out), "--executor", "dask"]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and re.match(r"geomln: error: `executor` 'dask' needs .*geomln\[dask\]", err[0])
+    assert len(err) == 1 and re.match(r"geomln: error: `--executor` 'dask' needs .*geomln\[dask\]", err[0])
     assert not out.exists()
 
 

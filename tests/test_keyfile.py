@@ -248,7 +248,7 @@ def test_missing_or_ambiguous_name_lists_arrays(tmp_path, rng):
 
 def test_name_for_single_array_file_is_refused(tmp_path):
     np.save(tmp_path / "k.npy", np.ones((2, 2)))
-    with pytest.raises(DataFileError, match="single array; omit name"):
+    with pytest.raises(DataFileError, match="single array; omit `name`"):
         load_keys(tmp_path / "k.npy", name="keys")
 
 

@@ -493,9 +493,9 @@ def test_cli_writes_table_json_and_heatmaps(tmp_path, capsys):
         (["--d", "x"], "`--d`: 'x' in 'x' is not an integer"),
         (["--trials", "0"], "`--trials` must be >= 1"),
         (["--workers", "0"], "`--workers` must be >= 1"),
-        (["--distribution", "cauchy"], "`distribution` must be one of"),
+        (["--distribution", "cauchy"], "`--distribution` must be one of"),
         (["--normalization", "none,,layernorm"], "`--normalization`: cannot parse"),
-        (["--normalization", "batchnorm"], "`normalization` must be one of"),
+        (["--normalization", "batchnorm"], "`--normalization` must be one of"),
         (["--distribution", "from_keys", "--keys", "missing.npy"], "no such file"),
     ],
 )

@@ -19,6 +19,8 @@ from ..io import load_array
 from ..keyfile import load_keys
 from ._output import write_text
 
+#: library parameters that are not named like a flag (see geomln.cli.speak_cli)
+PARAMETERS = {"keys": "file"}
 _PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 _PROGRESS_MIN_SLICES = 10
 
@@ -54,13 +56,21 @@ def add_args(parser):
     parser.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://10.0.0.5:8786")
 
 
-def _load_bias(path):
+def _load_bias(path, keys):
+    """Load the --bias vector and check it holds one score per key of every slice of `keys`."""
     values = np.asarray(load_array(path))
     if values.ndim == 2 and 1 in values.shape:
         values = values.reshape(-1)
     if values.ndim != 1:
         raise InputError(f"`--bias` must hold a vector of one score per key; {str(path)!r} has shape "
                          f"{values.shape}")
+    lengths = sorted({keys.n_tokens} if keys.seq_offsets is None else set(np.diff(keys.seq_offsets).tolist()))
+    if lengths != [values.size]:
+        found = (f"every slice has {lengths[0]} keys" if len(lengths) == 1 else
+                 f"the slices have {' or '.join(map(str, lengths))} keys, so no one --bias fits them all")
+        raise InputError(f"`--bias` must hold one score per key of each slice of the file: {found}, and "
+                         f"{str(path)!r} holds {values.size} scores; choose with --name an array whose "
+                         f"slices have {values.size} keys, or give a --bias to match")
     return values
 
 
@@ -92,7 +102,7 @@ def run(args):
     if args.out is not None and str(args.out) != "-":
         _check_destination(args.out, "--out")
     keys = load_keys(args.file, name=args.name, axes=args.axes)
-    bias = None if args.bias is None else _load_bias(args.bias)
+    bias = None if args.bias is None else _load_bias(args.bias, keys)
     progress = sys.stderr.isatty() and keys.n_slices >= _PROGRESS_MIN_SLICES
     report = analyze_keys(keys, bias=bias, causal=args.causal, queries=args.queries,
                           normalization=args.normalization, tol=args.tol, query_norm=args.query_norm,

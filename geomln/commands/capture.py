@@ -11,6 +11,8 @@ from pathlib import Path
 from ..errors import DataFileError, InputError
 
 _DEFAULT_ARRAYS = "keys,queries,hidden_before_ln,hidden_after_ln"
+#: library parameters that are not named like a flag (see geomln.cli.speak_cli)
+PARAMETERS = {"inputs": "--text", "names": "--arrays"}
 
 
 def add_args(parser):

@@ -18,6 +18,10 @@ from .._version import __version__
 from ..errors import GeomlnError
 from ._output import dumps_json
 
+#: library parameters that are not named like a flag (see geomln.cli.speak_cli)
+PARAMETERS = {"variant": "--variants", "n_samples": "--samples", "n_sequences": "--eval-sequences",
+              "length": "--eval-length"}
+
 
 def add_args(parser):
     experiments = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)

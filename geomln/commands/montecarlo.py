@@ -3,7 +3,8 @@
 Draws --trials key sets per cell, normalizes them and decides every key exactly. Writes
 results.csv and results.json (the tidy table; the JSON also holds the provenance) and one heatmap
 PNG per metric (y = n, x = d, one panel per normalization) into --out. results.json is rewritten
-after every finished cell, so an interrupted run can continue with --resume.
+after every finished cell, so an interrupted run can continue with --resume. A folder that holds a
+previous run's files is refused unless --resume continues that run or --overwrite replaces it.
 """
 
 import shlex
@@ -11,14 +12,21 @@ import sys
 from pathlib import Path
 
 from .._files import atomic_output, ensure_directory
+from .._validation import as_choice
 from ..errors import GeomlnError, InputError
 from ..executors import EXECUTORS, ClusterError
 from ..montecarlo import DISTRIBUTIONS, NORMALIZATIONS, MonteCarloResult, estimate_unselectable
 from .theory import parse_int_list
 
-__all__ = ["add_args", "run"]
+__all__ = ["PARAMETERS", "OUTPUTS", "add_args", "run"]
 
 _METRICS = ("any_unselectable", "fraction")
+_HEATMAPS = tuple(f"heatmap_{metric}.png" for metric in _METRICS)
+_CURVES = "fraction_vs_n.png"
+#: every file a run writes into --out; --overwrite removes these and nothing else
+OUTPUTS = ("results.csv", "results.json", *_HEATMAPS, _CURVES)
+#: library parameters that are not named like a flag (see geomln.cli.speak_cli)
+PARAMETERS = {"checkpoint": "--out", "resume=False": "--overwrite"}
 
 
 def add_args(parser):
@@ -49,16 +57,33 @@ def add_args(parser):
     )
     parser.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
-    parser.add_argument("--resume", action="store_true", help="reuse the finished cells of DIR/results.json")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="reuse the finished cells of DIR/results.json")
+    again.add_argument("--overwrite", action="store_true",
+                       help=f"first remove a previous run's files from --out ({', '.join(OUTPUTS)}); "
+                            "other files are kept")
     parser.add_argument("--no-plots", action="store_true", help="skip the heatmap and theory-curve PNGs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def _names(text, option):
+def _names(text, option, choices):
     names = [item.strip() for item in text.split(",")]
     if not all(names):
         raise InputError(f"`{option}`: cannot parse {text!r}; expected comma-separated names")
+    for name in names:
+        as_choice(name, option, choices)
     return names
+
+
+def _previous_run(out, args):
+    """Refuse a folder holding a previous run's files unless --resume or --overwrite says what to do with them."""
+    found = [name for name in OUTPUTS if (out / name).exists()]
+    if found and args.overwrite:
+        for name in found:
+            (out / name).unlink()
+    elif found and not args.resume:
+        raise InputError(f"`--out` {str(out)!r} holds a previous run ({', '.join(found)}); add --resume to "
+                         f"continue it or --overwrite to replace it")
 
 
 def _resume_command(argv_like):
@@ -102,7 +127,7 @@ def save_heatmaps(result, out):
     distributions = result.labels("distribution")
     normalizations = result.labels("normalization")
     paths = []
-    for metric in _METRICS:
+    for metric, name in zip(_METRICS, _HEATMAPS, strict=True):
         figure = Figure(figsize=(4.2 * len(normalizations), 3.6 * len(distributions)), layout="constrained")
         axes = figure.subplots(len(distributions), len(normalizations), squeeze=False)
         for i, distribution in enumerate(distributions):
@@ -114,7 +139,7 @@ def save_heatmaps(result, out):
                     normalization=normalization,
                     ax=axes[i, j],
                 )
-        path = Path(out) / f"heatmap_{metric}.png"
+        path = Path(out) / name
         with atomic_output(path, "wb") as stream:
             figure.savefig(stream, format="png", dpi=120)
         paths.append(path)
@@ -138,7 +163,7 @@ def save_theory_curves(result, out, *, max_curves=5):
                                                  strict=True):
         plot_fraction_vs_n(result, d=shown, distribution=distribution, normalization=normalization, ax=ax)
         ax.set_title(f"{distribution}, {normalization}")
-    path = Path(out) / "fraction_vs_n.png"
+    path = Path(out) / _CURVES
     with atomic_output(path, "wb") as stream:
         figure.savefig(stream, format="png", dpi=120)
     return path
@@ -178,10 +203,11 @@ def run(args):
         raise InputError(f"`--trials` must be >= 1; got {args.trials}")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"`--workers` must be >= 1; got {args.workers}")
-    distributions = _names(args.distribution, "--distribution")
-    normalizations = _names(args.normalization, "--normalization")
+    distributions = _names(args.distribution, "--distribution", DISTRIBUTIONS)
+    normalizations = _names(args.normalization, "--normalization", NORMALIZATIONS)
     created = not Path(args.out).exists()
     out = ensure_directory(args.out, "--out")
+    _previous_run(out, args)
     checkpoint = out / "results.json"
     if args.resume and not checkpoint.exists():
         print(f"geomln: note: nothing to resume in {str(out)!r}; starting afresh", file=sys.stderr)
@@ -215,10 +241,13 @@ def run(args):
         return 130
     result.to_csv(out / "results.csv")
     written = ["results.csv", "results.json"]
+    timings = result.provenance["timings"]
     if not args.no_plots:
         written += [path.name for path in save_heatmaps(result, out)]
         written.append(save_theory_curves(result, out).name)
-    timings = result.provenance["timings"]
+    elif timings["cells_computed"]:  # a resumed run grew the table: the plots of the old one are stale
+        for name in (*_HEATMAPS, _CURVES):
+            (out / name).unlink(missing_ok=True)
     print(
         f"{len(result)} cells ({timings['cells_computed']} computed, {timings['cells_resumed']} resumed) in "
         f"{timings['total_seconds']:.1f} s with {timings['workers_used']} worker(s); wrote "
