@@ -418,7 +418,7 @@ def load_keys(path, *, name=None, axes=None):
         raise
     except (OSError, ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:
         raise DataFileError(f"cannot read {str(path)!r}: {no_pickle_advice(exc)}") from None
-    label = f"array {chosen!r} of {str(path)!r}" if chosen else f"{str(path)!r}"
+    label = f"array {chosen!r} of {str(path)!r}" if chosen else f"file {str(path)!r}"
     converted = [(_non_empty(a, label), source) for a, source in map(_to_numpy, arrays)]
     if stacked:
         shapes = {a.shape for a, _ in converted}
