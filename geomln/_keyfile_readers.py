@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import DataFileError
 
-__all__ = ["META_KEY", "READERS", "Bf16"]
+__all__ = ["META_KEY", "READERS", "Bf16", "check_magic", "no_pickle_advice", "read_npz"]
 
 META_KEY = "__geomln_meta__"
 
@@ -37,12 +37,48 @@ def _need(module, path, extra):
                             f"pip install 'geomln[{extra}]'") from None
 
 
-def _read_npz(path, name_request):
-    with open(path, "rb") as stream, np.load(stream, allow_pickle=False) as archive:
-        names = [n for n in archive.files if n != META_KEY]
-        meta = _meta_from_json(archive[META_KEY][()] if META_KEY in archive.files else None, path)
-        picked = _pick(path, names, name_request, meta)
-        return picked, meta, [archive[n] for n in picked[1]]
+#: first bytes of each NumPy format (a .npz archive is a zip file; an empty one starts with the end record)
+_MAGIC = {".npy": (b"\x93NUMPY",), ".npz": (b"PK\x03\x04", b"PK\x05\x06")}
+_FORMAT = {".npy": "a NumPy .npy file", ".npz": "a NumPy .npz archive"}
+
+
+def check_magic(path, stream, suffix):
+    """Raise :class:`DataFileError` unless `stream` (at its start) begins like a `suffix` file; rewind it.
+
+    numpy reads any other file as a pickle, and its error then suggests loading pickles unsafely.
+    """
+    start = stream.read(6)
+    stream.seek(0)
+    if start.startswith(_MAGIC[suffix]):
+        return
+    actual = next((s for s, magics in _MAGIC.items() if start.startswith(magics)), None)
+    if actual is not None:
+        hint = f"it is {_FORMAT[actual]}: rename it to {path.stem}{actual}"
+    elif not start:
+        hint = "the file is empty"
+    elif all(32 <= b < 127 or b in b"\t\r\n" for b in start):
+        hint = "it looks like text: rename it to .csv, .tsv or .txt if it holds rows of numbers"
+    else:
+        hint = f"its first bytes are {start!r}"
+    raise DataFileError(f"cannot read {str(path)!r}: not {_FORMAT[suffix]} ({hint})")
+
+
+def no_pickle_advice(exc):
+    """Return numpy's message for `exc`, without its advice to load pickled data (geomln never does)."""
+    if "pickle" in str(exc):
+        return "it holds Python objects (pickled data), which geomln never loads; save a numeric array"
+    return str(exc)
+
+
+def read_npz(path, name_request):
+    """Read ``.npz`` archives (also for :func:`geomln.load_array`): members without ``__geomln_meta__``."""
+    with open(path, "rb") as stream:
+        check_magic(path, stream, ".npz")
+        with np.load(stream, allow_pickle=False) as archive:
+            names = [n for n in archive.files if n != META_KEY]
+            meta = _meta_from_json(archive[META_KEY][()] if META_KEY in archive.files else None, path)
+            picked = _pick(path, names, name_request, meta)
+            return picked, meta, [archive[n] for n in picked[1]]
 
 
 def _read_safetensors(path, name_request):
@@ -96,7 +132,7 @@ def _read_torch(path, name_request):
                             f"a tensor or a dict of tensors (torch.save(cache.cache_dict, ...))") from None
     if hasattr(obj, "detach"):
         if name_request is not None:
-            raise DataFileError(f"{str(path)!r} holds a single tensor; omit name (got {name_request!r})")
+            raise DataFileError(f"{str(path)!r} holds a single tensor; omit `name` (got {name_request!r})")
         return (None, [None], False), None, [obj]
     flat = {}
     _flatten(obj, "", flat)
@@ -148,5 +184,5 @@ def _pick(path, names, request, meta):
     raise DataFileError(f"{str(path)!r} has no array {request!r} (available: {listing()})")
 
 
-READERS = {".npz": _read_npz, ".safetensors": _read_safetensors, ".pt": _read_torch, ".pth": _read_torch,
+READERS = {".npz": read_npz, ".safetensors": _read_safetensors, ".pt": _read_torch, ".pth": _read_torch,
             ".h5": _read_h5, ".hdf5": _read_h5}

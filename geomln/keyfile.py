@@ -32,9 +32,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ._files import atomic_output
-from ._keyfile_readers import META_KEY, READERS, Bf16
+from ._keyfile_readers import META_KEY, READERS, Bf16, no_pickle_advice
 from .errors import DataFileError, InputError
-from .io import TEXT_SUFFIXES, _input_file, load_array
+from .io import TEXT_SUFFIXES, _input_file, _non_empty, _read
 
 __all__ = ["KeyArray", "KeySlice", "load_keys", "save_keys", "META_KEY", "SUPPORTED_SUFFIXES"]
 
@@ -354,7 +354,9 @@ def load_keys(path, *, name=None, axes=None):
     path : str or Path
         ``.npy``, ``.npz``, ``.safetensors`` (read with numpy; torch not needed), ``.pt``/``.pth``
         (``torch.load(weights_only=True)``: a tensor, or a possibly nested dict/list of tensors whose
-        names are joined with ``.``), ``.h5``/``.hdf5``, or ``.csv``/``.tsv``/``.txt`` (one row per token).
+        names are joined with ``.``), ``.h5``/``.hdf5``, or ``.csv``/``.tsv``/``.txt`` (one row per token;
+        a header row and a pandas index column are recognised as by :func:`load_array`, and the header's
+        names kept in ``metadata["columns"]``).
     name : str, optional
         Which array of a multi-array file (npz member, safetensors/pt key, HDF5 dataset path). Optional
         when the file holds one array or its metadata names a ``default``. A ``*`` stands for a layer
@@ -376,8 +378,10 @@ def load_keys(path, *, name=None, axes=None):
     Raises
     ------
     DataFileError
-        Unknown suffix (the message lists the supported ones), missing or unreadable file, missing array
-        name (the message lists the arrays), a missing optional reader package, inconsistent metadata.
+        Unknown suffix (the message lists the supported ones), a directory, a missing or unreadable file,
+        a file not in the format its suffix says, pickled objects (never loaded), an empty array, missing
+        array name (the message lists the arrays), a missing optional reader package, inconsistent
+        metadata.
     InputError
         Fewer than 2 dimensions, `axes` not matching the rank, NaN or infinite values (naming the
         slice and row).
@@ -407,13 +411,15 @@ def load_keys(path, *, name=None, axes=None):
         else:
             if name is not None:
                 raise DataFileError(f"{str(path)!r} holds a single array; omit `name` (got {name!r})")
-            (chosen, members, stacked), meta, arrays = (None, [None], False), None, [load_array(path)]
+            array, columns = _read(path, suffix, None)
+            (chosen, members, stacked), arrays = (None, [None], False), [array]
+            meta = None if columns is None else {"columns": columns}
     except (DataFileError, InputError, TypeError):
         raise
     except (OSError, ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:
-        raise DataFileError(f"cannot read {str(path)!r}: {exc}") from None
-    label = f"array {chosen!r} of {str(path)!r}" if chosen else f"{str(path)!r}"
-    converted = [_to_numpy(a) for a in arrays]
+        raise DataFileError(f"cannot read {str(path)!r}: {no_pickle_advice(exc)}") from None
+    label = f"array {chosen!r} of {str(path)!r}" if chosen else f"file {str(path)!r}"
+    converted = [(_non_empty(a, label), source) for a, source in map(_to_numpy, arrays)]
     if stacked:
         shapes = {a.shape for a, _ in converted}
         if len(shapes) != 1:

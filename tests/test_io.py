@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geomln import DataFileError
+from geomln import DataFileError, load_keys, save_keys
 from geomln._files import atomic_output, ensure_directory
 from geomln.io import load_array
 
@@ -97,7 +97,7 @@ def test_missing_file(tmp_path):
 
 def test_directory_is_not_a_file(tmp_path):
     (tmp_path / "folder.npy").mkdir()
-    with pytest.raises(DataFileError, match=r"no such file: '.*folder\.npy'"):
+    with pytest.raises(DataFileError, match=r"'.*folder\.npy' is a directory, not a file"):
         load_array(tmp_path / "folder.npy")
 
 
@@ -176,6 +176,152 @@ def test_unreadable_file(tmp_path):
             load_array(path)
     finally:
         path.chmod(0o600)
+
+
+# ------------------------------------------------------------------ bad files: one clear error, both readers
+
+
+def _keys_values(path):
+    return load_keys(path).values
+
+
+READERS = {"load_array": load_array, "load_keys": _keys_values}
+
+
+@pytest.fixture(params=READERS, ids=READERS)
+def read(request):
+    return READERS[request.param]
+
+
+def _saved(writer):
+    """`writer(stream)` writes a NumPy file into an open file, whatever the file's name says."""
+    def write(path):
+        with open(path, "wb") as stream:
+            writer(stream)
+    return write
+
+
+WRONG_FORMAT = {
+    "text.npy": (lambda p: p.write_text("1,2,3\n4,5,6\n"), r"not a NumPy \.npy file \(it looks like text: rename"),
+    "text.npz": (lambda p: p.write_text("1 2\n3 4\n"), r"not a NumPy \.npz archive \(it looks like text"),
+    "empty.npy": (lambda p: p.write_bytes(b""), r"not a NumPy \.npy file \(the file is empty\)"),
+    "binary.npy": (lambda p: p.write_bytes(bytes(range(256))), r"not a NumPy \.npy file \(its first bytes are b'\\x00"),
+    "archive.npy": (_saved(lambda s: np.savez(s, a=MATRIX)), r"not a NumPy \.npy file \(it is a NumPy \.npz archive: "
+                                                            r"rename it to archive\.npz\)"),
+    "array.npz": (_saved(lambda s: np.save(s, MATRIX)), r"not a NumPy \.npz archive \(it is a NumPy \.npy file: "
+                                                        r"rename it to array\.npy\)"),
+    "pickled.npy": (lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+                    r"holds Python objects \(pickled data\), which geomln never loads"),
+    "pickled.npz": (lambda p: np.savez(p, keys=np.array([{"a": 1}], dtype=object)),
+                    r"holds Python objects \(pickled data\), which geomln never loads"),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_FORMAT, ids=WRONG_FORMAT)
+def test_a_file_not_in_its_suffix_format_is_named_and_never_advises_pickles(tmp_path, read, name):
+    write, match = WRONG_FORMAT[name]
+    write(tmp_path / name)
+    with pytest.raises(DataFileError, match=rf"cannot read '.*{re.escape(name)}': .*{match}") as info:
+        read(tmp_path / name)
+    assert "allow_pickle" not in str(info.value) and "unsafe" not in str(info.value)
+
+
+def test_a_directory_is_named_as_one_by_both_readers(tmp_path, read):
+    (tmp_path / "keys.npz").mkdir()
+    with pytest.raises(DataFileError, match=r"'.*keys\.npz' is a directory, not a file; pass one of its files"):
+        read(tmp_path / "keys.npz")
+    with pytest.raises(DataFileError, match=r"'.*[/\\]data' is a directory"):  # no suffix: still a directory
+        (tmp_path / "data").mkdir()
+        read(tmp_path / "data")
+
+
+EMPTY = {
+    "empty.npy": (lambda p: np.save(p, np.empty((0, 3))), r"'.*empty\.npy' holds an empty array \(shape \(0, 3\)\)"),
+    "columns.npy": (lambda p: np.save(p, np.empty((4, 0))), r"'.*columns\.npy' holds an empty array \(shape \(4, 0"),
+    "member.npz": (lambda p: np.savez(p, keys=np.empty((0, 2))),
+                   r"array 'keys' of '.*member\.npz' holds an empty array \(shape \(0, 2\)\)"),
+    "header.csv": (lambda p: p.write_text("a,b\n"), r"'.*header\.csv' holds no numbers below its header row"),
+}
+
+
+@pytest.mark.parametrize("name", EMPTY, ids=EMPTY)
+def test_an_empty_array_names_the_file(tmp_path, read, name):
+    write, match = EMPTY[name]
+    write(tmp_path / name)
+    with pytest.raises(DataFileError, match=match):
+        read(tmp_path / name)
+
+
+def test_npz_listings_never_show_the_metadata_array(tmp_path):
+    path = tmp_path / "keys.npz"
+    save_keys(path, {"keys": MATRIX, "queries": MATRIX * 2}, axes="token,dim")
+    np.testing.assert_array_equal(load_array(path), MATRIX)  # the file's default array
+    for reader in (load_array, load_keys):
+        with pytest.raises(DataFileError, match=r"has no array 'values' \(available: keys, queries\)$"):
+            reader(path, name="values")
+
+
+# CSV text exactly as pandas 2.x writes it: DataFrame(MATRIX).to_csv(...) and DataFrame(MATRIX, columns=[...])
+PANDAS_CSV = {
+    "index=False": "0,1,2\n1.5,-2.0,3.0\n4.0,5.25,-6.0\n",
+    "index=True": ",0,1,2\n0,1.5,-2.0,3.0\n1,4.0,5.25,-6.0\n",
+    "named, index=False": "k0,k1,k2\n1.5,-2.0,3.0\n4.0,5.25,-6.0\n",
+    "named, index=True": ",k0,k1,k2\n0,1.5,-2.0,3.0\n1,4.0,5.25,-6.0\n",
+    "quoted names": '"a,b",c,d\n1.5,-2.0,3.0\n4.0,5.25,-6.0\n',
+    "CRLF, BOM": "\ufeffk0,k1,k2\r\n1.5,-2.0,3.0\r\n4.0,5.25,-6.0\r\n",
+}
+PANDAS_COLUMNS = {"index=False": ["0", "1", "2"], "index=True": ["0", "1", "2"], "quoted names": ["a,b", "c", "d"]}
+
+
+@pytest.mark.parametrize("case", PANDAS_CSV, ids=PANDAS_CSV)
+def test_a_pandas_header_and_index_are_never_read_as_data(tmp_path, case):
+    path = tmp_path / "keys.csv"
+    path.write_bytes(PANDAS_CSV[case].encode())
+    np.testing.assert_array_equal(load_array(path), MATRIX)
+    keys = load_keys(path)
+    np.testing.assert_array_equal(keys.values, MATRIX)
+    assert keys.metadata["columns"] == PANDAS_COLUMNS.get(case, ["k0", "k1", "k2"])
+
+
+def test_header_detection_on_tab_and_space_separated_files(tmp_path):
+    (tmp_path / "keys.tsv").write_text("\t0\t1\t2\n0\t1.5\t-2.0\t3.0\n1\t4.0\t5.25\t-6.0\n")
+    np.testing.assert_array_equal(load_array(tmp_path / "keys.tsv"), MATRIX)
+    (tmp_path / "keys.txt").write_text("# comment\nx y z\n1.5 -2.0 3.0\n4.0 5.25 -6.0\n")
+    np.testing.assert_array_equal(load_array(tmp_path / "keys.txt"), MATRIX)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0,1,2\n3,4,5\n", [[0, 1, 2], [3, 4, 5]]),  # all integers: a data row like any other
+        ("0,1,2\n0.5,1,2\n", None),  # 0..d-1 above a non-integer: pandas' header
+        ("0,1\n1,0\n", [[0, 1], [1, 0]]),
+        ("1,2,3\n4.5,5,6\n", [[1, 2, 3], [4.5, 5, 6]]),  # numbers, but not 0..d-1: data
+        ("0\n0.5\n1.5\n", [[0], [0.5], [1.5]]),  # one column: "0" is a value
+        ("0,2,1\n0.5,1,2\n", [[0, 2, 1], [0.5, 1, 2]]),
+    ],
+)
+def test_a_numeric_first_row_is_a_header_only_when_it_is_pandas_0_to_d_minus_1(tmp_path, text, expected):
+    path = tmp_path / "keys.csv"
+    path.write_text(text)
+    np.testing.assert_array_equal(load_array(path), [[0.5, 1, 2]] if expected is None else expected)
+
+
+BAD_CSV = {
+    "index not 0..n-1": (",k0,k1\n5,1.0,2.0\n7,3.0,4.0\n",
+                         r"its first column has an empty header, as pandas writes for an index, but does not "
+                         r"hold 0, 1, \.\.\., 1; write the file with to_csv\(index=False\)"),
+    "header too short": ("k0,k1\n1.0,2.0,3.0\n", r"its header row names 2 column\(s\) but its rows hold 3"),
+    "mixed first row": ("token,0,1\n1.0,2.0,3.0\n", r"could not convert string 'token'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CSV, ids=BAD_CSV)
+def test_a_header_that_does_not_fit_is_refused_with_a_hint(tmp_path, read, case):
+    text, match = BAD_CSV[case]
+    (tmp_path / "keys.csv").write_text(text)
+    with pytest.raises(DataFileError, match=rf"cannot read '.*keys\.csv': {match}"):
+        read(tmp_path / "keys.csv")
 
 
 # --------------------------------------------------------------------------------------------- atomic output

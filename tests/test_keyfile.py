@@ -115,7 +115,7 @@ def test_pt_single_tensor_and_bfloat16(tmp_path):
     keys = load_keys(tmp_path / "k.pt")
     assert keys.metadata["source_dtype"] == "bfloat16"
     np.testing.assert_array_equal(keys.values, [[1.5, -2.0], [0.25, 8.0], [3.0, 1.0]])
-    with pytest.raises(DataFileError, match="single tensor; omit name"):
+    with pytest.raises(DataFileError, match="single tensor; omit `name`"):
         load_keys(tmp_path / "k.pt", name="x")
 
 
