@@ -4,6 +4,8 @@ Tiny random-weight models built from configs (nothing is downloaded), eager atte
 than the default so that attention is far from uniform.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -11,8 +13,9 @@ pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from geomln import InputError  # noqa: E402
+from geomln import InputError, load_keys  # noqa: E402
 from geomln.capture import capture_keys  # noqa: E402
+from geomln.cli import main  # noqa: E402
 
 IDS = [3, 7, 1, 9, 4, 4, 12, 5, 2]
 _SMALL = {"vocab_size": 40, "initializer_range": 0.3, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
@@ -154,3 +157,21 @@ def test_falcon_with_alibi_is_refused():
     config = transformers.FalconConfig(**_DECODER, alibi=True)
     with pytest.raises(InputError, match="alibi=True"):
         capture_keys(transformers.FalconModel(config), [IDS])
+
+
+def test_cli_analyze_pairs_grouped_queries_with_their_key_heads(tmp_path, capsys):
+    path = tmp_path / "llama.npz"
+    capture_keys(_build("llama-gqa"), [IDS, IDS[:6]]).save(path)
+    meta = load_keys(path).metadata
+    assert meta["model"]["n_heads"] == 4 and meta["model"]["n_kv_heads"] == 2
+    assert load_keys(path, name="keys_pre_rope").metadata["rope"] == "pre-rotary"
+    out = tmp_path / "report.json"
+    assert main(["analyze", str(path), "--queries", "queries", "--causal", "--format", "json",
+                 "--out", str(out)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "query heads" in table[1] and table[2].split()[:3] == ["0", "0", "2"]  # layer, head, sequences
+    report = json.loads(out.read_text())
+    assert report["meta"]["query_groups"]["group_size"] == 2
+    assert [r["query_heads"] for r in report["rows"] if r["labels"]["layer"] == 0] == [[0, 1], [0, 1], [2, 3],
+                                                                                          [2, 3]]
+    assert all(r["n_queries"] == 2 * r["n"] for r in report["rows"])
