@@ -66,7 +66,7 @@ def _gqa_info(n_q, n_kv, d_head):
 
 
 def _rope_info(rotary_dims, d_head, style):
-    return {"rope": {"style": style, "rotary_dims": int(rotary_dims), "d_head": int(d_head),
+    return {"rotary": {"style": style, "rotary_dims": int(rotary_dims), "d_head": int(d_head),
                      "partial": int(rotary_dims) < int(d_head)}}
 
 
@@ -79,7 +79,7 @@ def _bert(base):
         norm = base.embeddings.LayerNorm if i == 0 else layers[i - 1].output.LayerNorm
         specs.append(LayerSpec(norm, att, _separate(att.query, att.key, n, n, d)))
     return Layout(specs, {"architecture": "bert", "normalization": "post-LN (LayerNorm after each residual sum)",
-                          **_gqa_info(n, n, d), "rope": None})
+                          **_gqa_info(n, n, d), "rotary": None})
 
 
 def _gpt2(base):
@@ -94,7 +94,7 @@ def _gpt2(base):
         specs.append(LayerSpec(block.ln_1, attn.c_attn, [
             Projection(attn.c_attn, split, {"queries": f"output[0:{w}]", "keys": f"output[{w}:{2 * w}]"})]))
     return Layout(specs, {"architecture": "gpt2", "normalization": "pre-LN (LayerNorm ln_1 before attention)",
-                          **_gqa_info(n, n, d), "rope": None})
+                          **_gqa_info(n, n, d), "rotary": None})
 
 
 def _llama(base):
@@ -272,7 +272,7 @@ def generic_layout(model, key_modules, query_modules, d_head, recorder):
 
             projections.append(Projection(module, split, {name: "output"}))
         specs.append(LayerSpec(None, None, projections))
-    return Layout(specs, {"architecture": "generic (key_modules=/query_modules=)", "rope": "unknown",
+    return Layout(specs, {"architecture": "generic (key_modules=/query_modules=)", "rotary": "unknown",
                           "d_head": d_head})
 
 

@@ -38,12 +38,12 @@ Saved arrays (canonical layout; sequences concatenated along ``token``, split by
 ``(layer, token, dim)``.
 
 Metadata schema: ``metadata["model"]`` holds ``architecture``, ``n_layers``, ``d_model``, ``n_heads``,
-``n_kv_heads``, ``d_head``, ``query_groups`` (``group_size``, ``kv_head_of_query``, ``convention``) and ``rope``
-(None, or ``style``, ``rotary_dims``, ``d_head``, ``partial``); ``metadata["capture"]["windows"]`` says how
-long inputs were split; ``metadata["arrays"][name]`` holds ``hook_points`` (one per layer), ``description``
+``n_kv_heads``, ``d_head``, ``query_groups`` (``group_size``, ``kv_head_of_query``, ``convention``) and
+``rotary`` (None, or ``style``, ``rotary_dims``, ``d_head``, ``partial``); ``metadata["capture"]["windows"]``
+says how long inputs were split; ``metadata["arrays"][name]`` holds ``hook_points`` (one per layer), ``description``
 and, for key/query arrays, ``rope`` (``"post-rotary"``, ``"pre-rotary"``, ``"none"`` or ``"unknown"``),
-``scored`` (whether the attention scores use these vectors), ``head_axis`` (``"query heads"`` or
-``"key/value heads"``) and ``n_heads``.
+``scored`` (whether the attention scores use these vectors) and ``head_axis`` (``"query heads"`` or
+``"key/value heads"``).
 """
 
 import importlib.util
@@ -176,7 +176,7 @@ def _register(layout, rec, names):
                 point = f"{names[projection.module]}:{where}"
                 if rotary:
                     points.setdefault(f"{name}_pre_rope", []).append(point)
-                    rope = layout.info["rope"]
+                    rope = layout.info["rotary"]
                     point += (f", rotated by {names[spec.attention]}'s position_embeddings ({rope['style']}, "
                               f"first {rope['rotary_dims']} of {rope['d_head']} dims)")
                 points.setdefault(name, []).append(point)
@@ -215,7 +215,7 @@ def _array_metadata(name, points, layout, arrays):
                                "output of that normalisation = the attention block's input")
         return meta
     heads = "query heads" if base == "queries" else "key/value heads"
-    meta.update({"head_axis": heads, "n_heads": int(arrays[name].shape[1])})
+    meta["head_axis"] = heads
     if name.endswith("_pre_rope"):
         meta.update({"rope": "pre-rotary", "scored": False,
                      "description": f"per-head {base} projections before the rotary embedding; the attention "
@@ -225,7 +225,7 @@ def _array_metadata(name, points, layout, arrays):
         meta.update({"rope": "post-rotary", "scored": True,
                      "description": f"per-head {base} after the rotary embedding, as the attention scores use "
                                     f"them"})
-    elif layout.info.get("rope") == "unknown":
+    elif layout.info.get("rotary") == "unknown":
         meta.update({"rope": "unknown", "scored": None,
                      "description": f"per-head {base}: outputs of the given modules, as they are"})
     else:

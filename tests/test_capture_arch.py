@@ -60,9 +60,12 @@ def _attention_from_capture(captured, causal):
 def test_captured_keys_reproduce_the_models_attention(name):
     model = _build(name)
     with torch.no_grad():
-        out = model(input_ids=torch.tensor([IDS]), output_attentions=True)
+        out = model(input_ids=torch.tensor([IDS]), output_attentions=True, output_hidden_states=True)
     expected = np.stack([a[0].double().numpy() for a in out.attentions])
     captured = capture_keys(model, [IDS])
+    if name != "bert":  # pre-LN: the normalisation's input is the residual stream entering the block
+        residual = np.stack([h[0].numpy() for h in out.hidden_states[:-1]])
+        np.testing.assert_allclose(captured.arrays["hidden_before_ln"], residual, rtol=1e-5, atol=1e-6)
     meta = captured.metadata["model"]
     assert captured.arrays["queries"].shape[1] == meta["n_heads"]
     assert captured.arrays["keys"].shape[1] == meta["n_kv_heads"]
@@ -73,7 +76,7 @@ def test_captured_keys_reproduce_the_models_attention(name):
     np.testing.assert_allclose(got, expected, atol=2e-6, rtol=1e-4)
     arrays = captured.metadata["arrays"]
     assert arrays["keys"]["scored"] and arrays["queries"]["scored"]
-    if meta["rope"] is None:
+    if meta["rotary"] is None:
         assert arrays["keys"]["rope"] == "none" and "keys_pre_rope" not in arrays
     else:
         assert arrays["keys"]["rope"] == "post-rotary"
@@ -85,13 +88,15 @@ def test_partial_rotary_leaves_the_other_dims_alone():
     neox = capture_keys(_build("gpt-neox-partial-rotary"), [IDS])
     gptj = capture_keys(_build("gptj"), [IDS])
     for captured in (neox, gptj):
-        rope = captured.metadata["model"]["rope"]
+        rope = captured.metadata["model"]["rotary"]
         assert rope["rotary_dims"] == 4 and rope["d_head"] == 8 and rope["partial"]
         arrays = captured.arrays
         np.testing.assert_array_equal(arrays["keys"][..., 4:], arrays["keys_pre_rope"][..., 4:])
         assert not np.allclose(arrays["keys"][..., 1:, :4], arrays["keys_pre_rope"][..., 1:, :4])
-    assert neox.metadata["model"]["rope"]["style"] == "rotate-half"
-    assert gptj.metadata["model"]["rope"]["style"] == "interleaved"
+    pre = neox.key_array("keys_pre_rope").metadata  # model facts and the array's label side by side
+    assert pre["rope"] == "pre-rotary" and pre["rotary"]["rotary_dims"] == 4 and pre["n_heads"] == 4
+    assert neox.metadata["model"]["rotary"]["style"] == "rotate-half"
+    assert gptj.metadata["model"]["rotary"]["style"] == "interleaved"
 
 
 def test_padded_batch_rows_reproduce_the_padded_models_attention():
