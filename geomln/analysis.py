@@ -49,7 +49,8 @@ class KeyReport:
         ``causal_unselectable_indices``, ``n_causal_unselectable``, ``causal_last_positions`` and
         ``causal_pair_fraction``; with queries ``n_queries``, ``argmax_counts``, ``n_selected``,
         ``selectable_never_selected_indices``, ``n_selectable_never_selected`` and
-        ``n_unselectable_selected``; with ``query_norm`` ``max_attention`` (per key) and
+        ``n_unselectable_selected`` (plus ``query_heads``, the query heads paired with this key head, for
+        grouped-query attention); with ``query_norm`` ``max_attention`` (per key) and
         ``min_max_attention``.
     meta : dict
         Source, array name, axes, ``source_dtype``, ``tol``, ``normalization``, options and totals.
@@ -123,6 +124,8 @@ class KeyReport:
         first = self.rows[0] if self.rows else {}
         if "causal_pair_fraction" in first:
             header += ["causal unsel", "causal pairs"]
+        if "query_heads" in first:
+            header += ["query heads"]
         if "n_queries" in first:
             header += ["queries", "never picked"]
         if "min_max_attention" in first:
@@ -144,6 +147,8 @@ class KeyReport:
                 pairs = sum(r["n"] * (r["n"] + 1) // 2 for r in members)
                 winnable = sum(r["causal_pair_fraction"] * r["n"] * (r["n"] + 1) / 2 for r in members)
                 cells += [str(sum(r["n_causal_unselectable"] for r in members)), f"{winnable / pairs:.4f}"]
+            if "query_heads" in first:
+                cells += [_span(members[0]["query_heads"])]
             if "n_queries" in first:
                 cells += [str(sum(r["n_queries"] for r in members)),
                           str(sum(r["n_selectable_never_selected"] for r in members))]
@@ -226,7 +231,7 @@ def _normalize(key_array, normalization):
 
 
 def _query_arrays(queries, key_array):
-    """Return the query matrix of every slice of `key_array`, in the order of :meth:`KeyArray.slices`."""
+    """Return the queries ``(g, m, d)`` of every slice of `key_array` (order of :meth:`KeyArray.slices`), and g."""
     if isinstance(queries, (str, Path)) and not Path(queries).is_file():
         source = key_array.metadata.get("path")
         if source is None:
@@ -237,13 +242,9 @@ def _query_arrays(queries, key_array):
     if query_array.d != key_array.d:
         raise InputError(f"`queries` must have d = {key_array.d} features like the keys; got shape "
                          f"{query_array.shape}")
-    n_slices = key_array.n_slices
     if query_array.ndim == 2 and query_array.seq_offsets is None:
-        return [query_array.values] * n_slices
-    if query_array.shape[:-2] != key_array.shape[:-2]:
-        raise InputError(f"`queries` must be one (m, d) matrix or have the keys' leading shape "
-                         f"{key_array.shape[:-2]} ({', '.join(key_array.leading_axes)}); got shape "
-                         f"{query_array.shape}")
+        return [query_array.values[None]] * key_array.n_slices, 1
+    grouped, group = _group_query_heads(query_array, key_array)
     offsets = query_array.seq_offsets
     if offsets is None and key_array.seq_offsets is not None and query_array.n_tokens == key_array.n_tokens:
         offsets = key_array.seq_offsets  # queries of the same tokens, stored without metadata
@@ -252,11 +253,32 @@ def _query_arrays(queries, key_array):
         raise InputError(f"`queries` must split their tokens like the keys (seq_offsets "
                          f"{None if key_array.seq_offsets is None else key_array.seq_offsets.tolist()}); got "
                          f"{offsets.tolist()}")
-    per_index = KeyArray(query_array.values, query_array.axes, seq_offsets=offsets)
-    matrices = [s.matrix for s in per_index.slices()]
-    if offsets is None:  # one block of queries per leading index, shared by its sequences
-        matrices = [m for m in matrices for _ in range(key_array.n_sequences)]
-    return matrices
+    # without offsets: one block of queries per leading index, shared by its sequences
+    bounds = ([(0, query_array.n_tokens)] * key_array.n_sequences if offsets is None
+              else list(zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)))
+    matrices = [grouped[index][:, start:stop] for index in np.ndindex(*key_array.shape[:-2])
+                for start, stop in bounds]
+    return matrices, group
+
+
+def _group_query_heads(query_array, key_array):
+    """Return the queries as ``(..., g, m, d)`` over the keys' leading shape, and `g` (query heads per key head).
+
+    Without grouped-query attention ``g = 1``. With ``g`` times more query heads than key heads, query head
+    ``h`` is paired with key head ``h // g`` (Hugging Face's ``repeat_kv``).
+    """
+    q_lead, k_lead = query_array.shape[:-2], key_array.shape[:-2]
+    if q_lead == k_lead:
+        return query_array.values[..., None, :, :], 1
+    axis = key_array.leading_axes.index("head") if "head" in key_array.leading_axes else None
+    if (axis is None or query_array.leading_axes != key_array.leading_axes or q_lead[axis] % k_lead[axis]
+            or q_lead[:axis] + q_lead[axis + 1:] != k_lead[:axis] + k_lead[axis + 1:]):
+        raise InputError(f"`queries` must be one (m, d) matrix or have the keys' leading shape "
+                         f"{k_lead} ({', '.join(key_array.leading_axes)}), or a multiple of the keys' heads "
+                         f"(grouped-query attention); got shape {query_array.shape}")
+    group = q_lead[axis] // k_lead[axis]
+    values = query_array.values.reshape(*k_lead[:axis + 1], group, *query_array.shape[axis + 1:])
+    return np.moveaxis(values, axis + 1, -3), group
 
 
 def _bias_vector(bias, n, labels):
@@ -266,17 +288,18 @@ def _bias_vector(bias, n, labels):
 
 # ---- per-slice analysis ------------------------------------------------------------------------------
 def _query_fields(matrix, queries, bias, selectable, tol, causal):
+    """Argmax counts of the queries ``(g, m, d)`` (g query heads sharing these keys) over the keys."""
     offsets = np.zeros(matrix.shape[0]) if bias is None else bias
     scores = queries @ matrix.T + offsets
     n = matrix.shape[0]
-    if causal and queries.shape[0] == n:
-        scores[np.triu_indices(n, 1)] = -np.inf  # the query at t sees keys 0..t
+    if causal and queries.shape[1] == n:
+        scores[:, np.triu(np.ones((n, n), dtype=bool), 1)] = -np.inf  # the query at t sees keys 0..t
     spread = float(np.linalg.norm(matrix - matrix.mean(axis=0), axis=1).max())
-    slack = tol * (np.linalg.norm(queries, axis=1) * spread + float(np.ptp(offsets)))
-    winners = scores >= scores.max(axis=1, keepdims=True) - slack[:, None]
-    counts = winners.sum(axis=0)
+    slack = tol * (np.linalg.norm(queries, axis=-1) * spread + float(np.ptp(offsets)))
+    winners = scores >= scores.max(axis=-1, keepdims=True) - slack[..., None]
+    counts = winners.sum(axis=(0, 1))
     never = np.flatnonzero(selectable & (counts == 0))
-    return {"n_queries": int(queries.shape[0]), "argmax_counts": counts.tolist(),
+    return {"n_queries": int(queries.shape[0] * queries.shape[1]), "argmax_counts": counts.tolist(),
             "n_selected": int((counts > 0).sum()), "selectable_never_selected_indices": never.tolist(),
             "n_selectable_never_selected": int(never.size),
             "n_unselectable_selected": int((~selectable & (counts > 0)).sum())}
@@ -333,7 +356,10 @@ def analyze_keys(keys, *, bias=None, causal=False, queries=None, normalization=N
         (position, visible key) pairs in which the key can win (see :func:`causal_last_positions`).
     queries : KeyArray, array_like, path or str, optional
         Real queries: one ``(m, d)`` matrix for every slice, or an array with the keys' leading shape
-        (per layer x head; split into sequences like the keys). A string that is not a file names an array
+        (per layer x head; split into sequences like the keys), or with ``g`` times the keys' heads
+        (grouped-query attention: query head ``h`` is paired with key head ``h // g``, the ``repeat_kv``
+        convention, and the row of each key head counts its whole query group). A string that is not a file
+        names an array
         of the file the keys came from (e.g. ``"queries"``). Rows count how often each key is the argmax
         (ties within `tol` counted for every tied key; with `causal`, query ``t`` only sees keys ``0..t``
         when there is one query per key).
@@ -390,7 +416,7 @@ def analyze_keys(keys, *, bias=None, causal=False, queries=None, normalization=N
     started = time.perf_counter()
     key_array = _normalize(_as_key_array(keys), normalization)
     tol = as_tol(tol, default=_source_tol(key_array))
-    query_list = None if queries is None else _query_arrays(queries, key_array)
+    query_list, group = (None, 1) if queries is None else _query_arrays(queries, key_array)
     if query_norm is not None and (isinstance(query_norm, bool) or not isinstance(query_norm, numbers.Real)
                                    or not np.isfinite(query_norm) or query_norm <= 0):
         raise InputError(f"`query_norm` must be a finite number > 0; got {query_norm!r}")
@@ -413,12 +439,18 @@ def analyze_keys(keys, *, bias=None, causal=False, queries=None, normalization=N
     finally:
         if bar is not None:
             bar.close()
+    if group > 1:
+        for row in rows:
+            head = row["labels"]["head"]
+            row["query_heads"] = list(range(head * group, (head + 1) * group))
     meta = {"geomln_version": __version__, "source": key_array.metadata.get("path"),
             "name": key_array.metadata.get("name"), "axes": list(key_array.axes),
             "shape": list(key_array.shape),
             "source_dtype": key_array.metadata.get("source_dtype"), "n_slices": total, "tol": tol,
             "normalization": normalization, "causal": bool(causal), "has_bias": bias is not None,
             "has_queries": queries is not None, "query_norm": query_norm,
+            "query_groups": None if group == 1 else {
+                "group_size": group, "convention": f"repeat_kv: query head h is paired with key head h // {group}"},
             **({"executor": "local"} if runner is None else runner.description),
             "seconds": time.perf_counter() - started}
     return KeyReport(rows, meta)

@@ -4,30 +4,46 @@ Needs the optional ``torch`` extra (``pip install 'geomln[torch]'``); torch and 
 only inside the functions. Forward hooks are registered on the model's own modules, one sequence is run at
 a time (batch size 1, no padding), and the hooks are removed afterwards.
 
-Supported layouts (detected from the module structure, so RoBERTa/ELECTRA/MiniLM count as BERT, ...):
+Supported layouts (detected from the module structure, so RoBERTa/ELECTRA/MiniLM count as BERT, ...; the
+per-architecture details live in ``geomln._capture_arch``):
 
 BERT-style, post-LN (``encoder.layer[l].attention.self.{query,key}``)
     Layer ``l``'s attention reads ``h_l = LN_l(z_l)``. ``LN_0`` is ``embeddings.LayerNorm`` and ``z_0`` the
     sum of word, position and token-type embeddings; for ``l >= 1``, ``LN_l`` is
-    ``encoder.layer[l-1].output.LayerNorm`` and ``z_l`` the residual sum inside it (feed-forward output +
-    attention-block output of layer ``l-1``).
-    ``hidden_before_ln[l] = z_l``, ``hidden_after_ln[l] = h_l`` (the input of ``attention.self``),
-    ``keys[l] = h_l W_k^T + b_k`` split into heads, ``queries`` likewise.
-GPT-2-style, pre-LN (``h[l].ln_1``, fused ``h[l].attn.c_attn``)
-    ``hidden_before_ln[l]`` is the residual stream entering block ``l`` (the input of ``ln_1``),
-    ``hidden_after_ln[l] = ln_1(...)`` (the input of ``c_attn``); ``c_attn``'s output ``[q | k | v]`` is split
-    into queries and keys, then into heads.
-LLaMA-style, pre-RMSNorm (``layers[l].input_layernorm``, ``layers[l].self_attn.{q,k}_proj``)
-    ``hidden_before_ln``/``hidden_after_ln`` are the input/output of ``input_layernorm`` (an RMSNorm).
-    ``keys``/``queries`` are **post-RoPE** -- the vectors whose dot products the softmax sees -- computed from
-    the ``k_proj``/``q_proj`` outputs and the ``position_embeddings`` (cos, sin) the layer receives, with the
-    rotate-half convention of Hugging Face's ``apply_rotary_pos_emb``; the projections themselves are kept as
-    ``keys_pre_rope``/``queries_pre_rope``. With grouped-query attention ``keys`` has fewer heads than
-    ``queries``.
+    ``encoder.layer[l-1].output.LayerNorm`` and ``z_l`` the residual sum inside it.
+    ``hidden_before_ln[l] = z_l``, ``hidden_after_ln[l] = h_l`` (the input of ``attention.self``).
+GPT-2 (``h[l].ln_1``, fused ``h[l].attn.c_attn`` = ``[q | k | v]``), pre-LN.
+LLaMA / Mistral / Qwen2 (``layers[l].input_layernorm``, ``self_attn.{q,k}_proj``), pre-RMSNorm, RoPE, GQA.
+GPT-NeoX / Pythia (``layers[l].input_layernorm``, fused ``attention.query_key_value`` laid out per head as
+    ``[q | k | v]``), pre-LN, RoPE on the first ``rotary_ndims`` dims of each head (``rotary_pct``).
+Falcon (``h[l].input_layernorm`` or ``ln_attn``, fused ``self_attention.query_key_value``): the original
+    per-head ``(q, k, v)`` layout, multi-query (one key head) and the new decoder architecture (``num_kv_heads``
+    groups of ``[q_1 .. q_g | k | v]``); RoPE. ALiBi Falcons are refused.
+GPT-J (``h[l].ln_1``, ``attn.{q,k}_proj``), pre-LN, RoPE on the first ``rotary_dim`` dims in interleaved pairs.
+
+``hidden_before_ln``/``hidden_after_ln`` are the input of the normalisation feeding the attention and the
+attention block's input. With rotary embeddings ``keys``/``queries`` are **post-rotary** -- the vectors whose
+dot products the softmax sees -- computed from the projections and the ``position_embeddings`` the attention
+module receives, in the model's own convention; the projections themselves are kept as
+``keys_pre_rope``/``queries_pre_rope`` and labelled as not scored. Queries keep their own head axis: with
+grouped-query / multi-query attention ``keys`` has ``n_kv_heads`` heads and query head ``h`` is scored
+against key head ``h // (n_heads // n_kv_heads)`` (Hugging Face's ``repeat_kv``).
+
+Other models: pass ``key_modules=`` (and ``query_modules=``), one module per layer whose output is the keys
+(queries) ``[batch, seq, n_heads * d_head]`` (split with ``d_head=``) or already split
+``[batch, seq, heads, d_head]`` / ``[batch, heads, seq, d_head]``.
 
 Saved arrays (canonical layout; sequences concatenated along ``token``, split by ``seq_offsets``):
 ``keys``, ``queries`` ``(layer, head, token, dim)``; ``hidden_before_ln``, ``hidden_after_ln``
 ``(layer, token, dim)``.
+
+Metadata schema: ``metadata["model"]`` holds ``architecture``, ``n_layers``, ``d_model``, ``n_heads``,
+``n_kv_heads``, ``d_head``, ``query_groups`` (``group_size``, ``kv_head_of_query``, ``convention``) and
+``rotary`` (None, or ``style``, ``rotary_dims``, ``d_head``, ``partial``); ``metadata["capture"]["windows"]``
+says how long inputs were split; ``metadata["arrays"][name]`` holds ``hook_points`` (one per layer), ``description``
+and, for key/query arrays, ``rope`` (``"post-rotary"``, ``"pre-rotary"``, ``"none"`` or ``"unknown"``),
+``scored`` (whether the attention scores use these vectors) and ``head_axis`` (``"query heads"`` or
+``"key/value heads"``).
 """
 
 import importlib.util
@@ -36,6 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._capture_arch import find_layout, generic_layout, rope_tables, rotate
+from ._capture_inputs import encode_inputs, model_window, split_windows
+from ._validation import as_positive_int
 from ._version import __version__
 from .errors import DataFileError, InputError
 from .keyfile import KeyArray, save_keys
@@ -43,6 +62,7 @@ from .keyfile import KeyArray, save_keys
 __all__ = ["capture_keys", "CapturedKeys", "load_model", "minilm_path", "ARRAY_NAMES"]
 
 ARRAY_NAMES = ("keys", "queries", "hidden_before_ln", "hidden_after_ln")
+_ORDER = ("keys", "queries", "keys_pre_rope", "queries_pre_rope", "hidden_before_ln", "hidden_after_ln")
 _HEAD_AXES = ("layer", "head", "token", "dim")
 _HIDDEN_AXES = ("layer", "token", "dim")
 
@@ -62,7 +82,7 @@ class CapturedKeys:
     Attributes
     ----------
     arrays : dict of str -> ndarray
-        float32 arrays in the canonical layout: ``keys``/``queries`` (and for LLaMA-style models
+        float32 arrays in the canonical layout: ``keys``/``queries`` (and for rotary models
         ``keys_pre_rope``/``queries_pre_rope``) of shape ``(layer, head, token, dim)``,
         ``hidden_before_ln``/``hidden_after_ln`` of shape ``(layer, token, dim)``.
     axes : dict of str -> tuple of str
@@ -72,8 +92,10 @@ class CapturedKeys:
     seq_offsets : ndarray of shape (n_sequences + 1,)
         Sequence ``s`` is rows ``seq_offsets[s]:seq_offsets[s + 1]``.
     metadata : dict
-        ``model`` (name, architecture, sizes, normalisation), ``capture`` (versions, max_tokens) and
-        ``arrays`` (per array: ``hook_points``, one module name per layer, and ``description``).
+        ``model`` (name, architecture, sizes, normalisation, heads and query groups, RoPE), ``capture``
+        (versions, max_tokens, windows) and ``arrays`` (per array: ``hook_points``, one module name per
+        layer, ``description`` and for keys/queries ``rope``, ``scored``, ``head_axis``); see the module
+        docstring.
     """
 
     arrays: dict
@@ -112,176 +134,156 @@ class _Recorder:
 
     def __init__(self, n_layers):
         self.n_layers = n_layers
+        self.n_tokens = 0
         self.current = {}
 
     def put(self, name, layer, tensor):
-        value = tensor.detach()[0].float().cpu().clone()
+        """Store `tensor` (batch axis already dropped) as array `name` of `layer`."""
+        value = tensor.detach().float().cpu().clone()
         self.current.setdefault(name, [None] * self.n_layers)[layer] = value
-
-    def put_heads(self, name, layer, tensor, n_heads, d_head):
-        x = tensor.detach()[0]
-        self.put(name, layer, x.reshape(x.shape[0], n_heads, d_head).transpose(0, 1)[None])
 
 
 def _first_input(args, kwargs):
     return args[0] if args else kwargs["hidden_states"]
 
 
-def _bert(base, rec, names):
-    layers = base.encoder.layer
-    hooks, points = [], {n: [] for n in ARRAY_NAMES}
-    for i, layer in enumerate(layers):
-        att = layer.attention.self
-        heads, d_head = att.num_attention_heads, att.attention_head_size
-        norm = base.embeddings.LayerNorm if i == 0 else layers[i - 1].output.LayerNorm
-        hooks += [
-            norm.register_forward_hook(lambda m, a, out, i=i: rec.put("hidden_before_ln", i, a[0])),
-            att.register_forward_pre_hook(lambda m, a, k, i=i: rec.put(
-                "hidden_after_ln", i, _first_input(a, k)), with_kwargs=True),
-            att.query.register_forward_hook(lambda m, a, out, i=i, h=heads, d=d_head: rec.put_heads(
-                "queries", i, out, h, d)),
-            att.key.register_forward_hook(lambda m, a, out, i=i, h=heads, d=d_head: rec.put_heads(
-                "keys", i, out, h, d)),
-        ]
-        for name, module, where in (("keys", att.key, "output"), ("queries", att.query, "output"),
-                                    ("hidden_before_ln", norm, "input"), ("hidden_after_ln", att, "input")):
-            points[name].append(f"{names[module]}:{where}")
-    info = {"architecture": "bert", "normalization": "post-LN (LayerNorm after each residual sum)",
-            "n_heads": heads, "d_head": d_head}
-    return hooks, points, info
+def _register(layout, rec, names):
+    """Register the hooks of every layer; return (hooks, hook points per array name)."""
+    rotary = layout.rope_style is not None
+    hooks, points = [], {}
+    for i, spec in enumerate(layout.layers):
+        if spec.norm is not None:
+            hooks.append(spec.norm.register_forward_pre_hook(
+                lambda m, a, i=i: rec.put("hidden_before_ln", i, a[0][0])))
+            points.setdefault("hidden_before_ln", []).append(f"{names[spec.norm]}:input")
+        if spec.attention is not None:
+            def before_attention(m, a, k, i=i):
+                rec.put("hidden_after_ln", i, _first_input(a, k)[0])
+                if rotary:
+                    first, second = k["position_embeddings"]
+                    rec.put("rope_first", i, first[0])
+                    rec.put("rope_second", i, second[0])
+
+            hooks.append(spec.attention.register_forward_pre_hook(before_attention, with_kwargs=True))
+            points.setdefault("hidden_after_ln", []).append(f"{names[spec.attention]}:input")
+        for projection in spec.projections:
+            def after_projection(m, a, out, i=i, split=projection.split):
+                for name, value in split(out.detach()[0] if hasattr(out, "detach") else out).items():
+                    rec.put(f"{name}_pre_rope" if rotary else name, i, value)
+
+            hooks.append(projection.module.register_forward_hook(after_projection))
+            for name, where in projection.where.items():
+                point = f"{names[projection.module]}:{where}"
+                if rotary:
+                    points.setdefault(f"{name}_pre_rope", []).append(point)
+                    rope = layout.info["rotary"]
+                    point += (f", rotated by {names[spec.attention]}'s position_embeddings ({rope['style']}, "
+                              f"first {rope['rotary_dims']} of {rope['d_head']} dims)")
+                points.setdefault(name, []).append(point)
+    return hooks, {name: points[name] for name in _ORDER if name in points}
 
 
-def _gpt2(base, rec, names):
-    hooks, points = [], {n: [] for n in ARRAY_NAMES}
-    for i, block in enumerate(base.h):
-        attn = block.attn
-        heads, d_head, width = attn.num_heads, attn.head_dim, attn.split_size
-
-        def split(m, a, out, i=i, h=heads, d=d_head, w=width):
-            rec.put_heads("queries", i, out[..., :w], h, d)
-            rec.put_heads("keys", i, out[..., w:2 * w], h, d)
-
-        hooks += [
-            block.ln_1.register_forward_pre_hook(lambda m, a, i=i: rec.put("hidden_before_ln", i, a[0])),
-            attn.c_attn.register_forward_hook(lambda m, a, out, i=i: rec.put("hidden_after_ln", i, a[0])),
-            attn.c_attn.register_forward_hook(split),
-        ]
-        c_attn = names[attn.c_attn]
-        points["keys"].append(f"{c_attn}:output[{width}:{2 * width}]")
-        points["queries"].append(f"{c_attn}:output[0:{width}]")
-        points["hidden_before_ln"].append(f"{names[block.ln_1]}:input")
-        points["hidden_after_ln"].append(f"{c_attn}:input")
-    info = {"architecture": "gpt2", "normalization": "pre-LN (LayerNorm ln_1 before attention)",
-            "n_heads": heads, "d_head": d_head}
-    return hooks, points, info
-
-
-def _llama(base, rec, names):
-    hooks, points = [], {n: [] for n in (*ARRAY_NAMES, "keys_pre_rope", "queries_pre_rope")}
-    for i, layer in enumerate(base.layers):
-        att = layer.self_attn
-        d_head = att.head_dim
-        n_q = att.q_proj.out_features // d_head
-        n_kv = att.k_proj.out_features // d_head
-
-        def before_attention(m, a, k, i=i):
-            rec.put("hidden_after_ln", i, _first_input(a, k))
-            cos, sin = k["position_embeddings"]
-            rec.put("rope_cos", i, cos)
-            rec.put("rope_sin", i, sin)
-
-        hooks += [
-            layer.input_layernorm.register_forward_pre_hook(lambda m, a, i=i: rec.put(
-                "hidden_before_ln", i, a[0])),
-            att.register_forward_pre_hook(before_attention, with_kwargs=True),
-            att.q_proj.register_forward_hook(lambda m, a, out, i=i, h=n_q, d=d_head: rec.put_heads(
-                "queries_pre_rope", i, out, h, d)),
-            att.k_proj.register_forward_hook(lambda m, a, out, i=i, h=n_kv, d=d_head: rec.put_heads(
-                "keys_pre_rope", i, out, h, d)),
-        ]
-        for name, module in (("keys_pre_rope", att.k_proj), ("queries_pre_rope", att.q_proj)):
-            points[name].append(f"{names[module]}:output")
-            points[name.replace("_pre_rope", "")].append(f"{names[module]}:output, rotated by {names[att]}'s "
-                                                         f"position_embeddings")
-        points["hidden_before_ln"].append(f"{names[layer.input_layernorm]}:input")
-        points["hidden_after_ln"].append(f"{names[att]}:input")
-    info = {"architecture": "llama", "normalization": "pre-RMSNorm (input_layernorm before attention)",
-            "n_heads": n_q, "n_key_value_heads": n_kv, "d_head": d_head, "keys": "post-RoPE"}
-    return hooks, points, info
-
-
-def _rotate(x, cos, sin):
-    """Apply HF's ``apply_rotary_pos_emb`` to (heads, pos, d) with (pos, r) tables (r < d: first r dims)."""
+def _run(model, layout, rec, points, windows):
+    """Run every window through `model`; return name -> list of per-window (layer, ..., token, dim) arrays."""
     torch = _torch()
-    r = cos.shape[-1]
-    rot, rest = x[..., :r], x[..., r:]
-    half = torch.cat((-rot[..., r // 2:], rot[..., : r // 2]), dim=-1)
-    return torch.cat(((rot * cos) + (half * sin), rest), dim=-1)
+    chunks = {}
+    for window in windows:
+        rec.current = {}
+        rec.n_tokens = len(window["input_ids"])
+        model(**{k: torch.tensor([v], dtype=torch.long) for k, v in window.items()})
+        for name in points:
+            pre, first, second = (rec.current.get(k) for k in (f"{name}_pre_rope", "rope_first", "rope_second"))
+            if layout.rope_style is not None and name in ("keys", "queries") and pre and first and second:
+                rec.current[name] = [None if None in (p, a, b) else rotate(
+                    torch, p, *rope_tables(layout, a, b), layout.rope_style) for p, a, b in zip(
+                    pre, first, second, strict=True)]
+            layers = rec.current.get(name, [None])
+            if len(layers) != rec.n_layers or any(x is None for x in layers):
+                raise InputError(f"the hook for {name!r} never fired on {type(model).__name__}; "
+                                 f"its forward does not call the expected modules")
+            chunks.setdefault(name, []).append(torch.stack(layers).numpy())
+    return chunks
 
 
-def _layout(model):
-    base = getattr(model, "base_model", model)
-    if hasattr(base, "embeddings") and hasattr(getattr(base, "encoder", None), "layer"):
-        return base, _bert
-    if hasattr(base, "h") and all(hasattr(b, "ln_1") and hasattr(b.attn, "c_attn") for b in base.h):
-        return base, _gpt2
-    if hasattr(base, "layers") and all(hasattr(b, "input_layernorm") and hasattr(b.self_attn, "k_proj")
-                                       for b in base.layers):
-        return base, _llama
-    raise TypeError(f"`model` ({type(model).__name__}) has no supported attention layout; supported: "
-                    f"BERT-style (encoder.layer[i].attention.self.query/key), GPT-2-style (h[i].ln_1, "
-                    f"h[i].attn.c_attn), LLaMA-style (layers[i].input_layernorm, layers[i].self_attn.k_proj)")
+def _array_metadata(name, points, layout, arrays):
+    """``metadata["arrays"][name]``: hook points, description and, for keys/queries, RoPE and head facts."""
+    base = name.replace("_pre_rope", "")
+    meta = {"hook_points": points[name]}
+    if base not in ("keys", "queries"):
+        meta["description"] = ("hidden state entering the normalisation that feeds the layer's attention"
+                               if name == "hidden_before_ln" else
+                               "output of that normalisation = the attention block's input")
+        return meta
+    heads = "query heads" if base == "queries" else "key/value heads"
+    meta["head_axis"] = heads
+    if name.endswith("_pre_rope"):
+        meta.update({"rope": "pre-rotary", "scored": False,
+                     "description": f"per-head {base} projections before the rotary embedding; the attention "
+                                    f"scores do not use these vectors (the model rotates them first): analyse "
+                                    f"`{base}` for what the model attends with"})
+    elif layout.rope_style is not None:
+        meta.update({"rope": "post-rotary", "scored": True,
+                     "description": f"per-head {base} after the rotary embedding, as the attention scores use "
+                                    f"them"})
+    elif layout.info.get("rotary") == "unknown":
+        meta.update({"rope": "unknown", "scored": None,
+                     "description": f"per-head {base}: outputs of the given modules, as they are"})
+    else:
+        meta.update({"rope": "none", "scored": True,
+                     "description": f"per-head {base} (positions are added to the hidden states, not rotated "
+                                    f"into the {base})"})
+    return meta
 
 
-def _encode(inputs, tokenizer, max_tokens):
-    if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
-        inputs = [inputs]
-    sequences = []
-    for item in inputs:
-        if isinstance(item, str):
-            if tokenizer is None:
-                raise InputError("`inputs` holds text but no `tokenizer` was given; pass tokenizer=...")
-            ids = tokenizer(item, truncation=max_tokens is not None, max_length=max_tokens)["input_ids"]
-        else:
-            ids = [int(t) for t in (item.tolist() if hasattr(item, "tolist") else item)][:max_tokens]
-        if len(ids) == 0:
-            raise InputError(f"`inputs` item {len(sequences)} has no tokens")
-        sequences.append(ids)
-    if not sequences:
-        raise InputError("`inputs` must hold at least one text or token-id sequence")
-    return sequences
-
-
-def capture_keys(model, inputs, *, tokenizer=None, max_tokens=None):
+def capture_keys(model, inputs, *, tokenizer=None, max_tokens=None, window=None, overflow="split",
+                 key_modules=None, query_modules=None, d_head=None):
     """Run `model` on each input and record per-head keys/queries and the hidden states around LayerNorm.
 
     Parameters
     ----------
     model : torch.nn.Module
-        A Hugging Face BERT-, GPT-2- or LLaMA-style model (a bare ``*Model`` or one with a head; the
-        layout is found through ``model.base_model``). It is switched to ``eval()`` for the capture
-        (dropout off) and its training flag restored afterwards.
-    inputs : str, sequence of str, or sequence of token-id sequences
-        Each item is run separately (batch size 1), so sequences of different lengths need no padding.
+        A Hugging Face BERT-, GPT-2-, LLaMA-, GPT-NeoX-, Falcon- or GPT-J-style model (a bare ``*Model`` or
+        one with a head; the layout is found through ``model.base_model``), or any module together with
+        `key_modules`. It is switched to ``eval()`` for the capture (dropout off) and its training flag
+        restored afterwards.
+    inputs : str, sequence of str, BatchEncoding / dict, tensor, array or sequence of token-id sequences
+        Texts (need `tokenizer`); a tokenizer's output (``input_ids`` with ``attention_mask`` and
+        ``token_type_ids``; padded positions are dropped); token ids as a list, a list of lists or a 1-D /
+        2-D integer tensor or array (rows = sequences). Each sequence is run separately (batch size 1,
+        no padding).
     tokenizer : callable, optional
         Hugging Face tokenizer; needed for text inputs and for token strings.
     max_tokens : int, optional
-        Truncate every sequence to this many tokens (special tokens included).
+        Truncate every sequence to this many tokens (texts: special tokens included).
+    window : int, optional
+        Longest sequence run at once; default the model's ``config.max_position_embeddings`` (512 for
+        BERT). Longer sequences are cut into consecutive windows, each captured as a sequence of its own
+        (``metadata["capture"]["windows"]`` says which input and first token each one has).
+    overflow : {"split", "error"}
+        ``"error"`` refuses sequences longer than `window` instead of splitting them.
+    key_modules, query_modules : sequence of torch.nn.Module, optional
+        Generic hook API for other architectures: one module per layer whose output is the keys (queries),
+        ``[batch, seq, n_heads * d_head]`` or already split ``[batch, seq, heads, d_head]`` /
+        ``[batch, heads, seq, d_head]``. Only ``keys`` (and ``queries``) are then recorded, as output.
+    d_head : int, optional
+        Head size for splitting ``[batch, seq, n_heads * d_head]`` outputs of `key_modules` (default
+        ``config.head_dim`` or ``hidden_size // num_attention_heads``).
 
     Returns
     -------
     CapturedKeys
         Arrays in the canonical layout, concatenated over sequences with ``seq_offsets``; see the module
-        docstring for exactly which hidden state each array holds.
+        docstring for exactly which hidden state each array holds and the metadata schema.
 
     Raises
     ------
     ImportError
         Without PyTorch.
     TypeError
-        If the model's layout is not one of the supported ones.
+        If the model's layout is not supported (naming `key_modules`), or `inputs` is of another kind.
     InputError
-        For empty inputs, text without a tokenizer, or a hook that never fired.
+        For empty inputs, text without a tokenizer, a sequence longer than `window` with
+        ``overflow="error"``, or a hook that never fired.
 
     Examples
     --------
@@ -299,57 +301,49 @@ def capture_keys(model, inputs, *, tokenizer=None, max_tokens=None):
     (2, 2, 7, 4)
     """
     torch = _torch()
-    base, adapter = _layout(model)
-    sequences = _encode(inputs, tokenizer, max_tokens)
+    if key_modules is None and query_modules is not None:
+        raise InputError("`query_modules` needs `key_modules` (one module per layer each)")
+    if max_tokens is not None:
+        max_tokens = as_positive_int(max_tokens, "max_tokens")
+    sequences = encode_inputs(inputs, tokenizer, max_tokens)
+    rec = _Recorder(0)
+    if key_modules is None:
+        layout = find_layout(model)
+        limit, source = model_window(model, getattr(model, "base_model", model))
+    else:
+        layout = generic_layout(model, key_modules, query_modules, d_head, rec)
+        limit, source = model_window(model, None)
+    if window is not None:
+        limit, source = as_positive_int(window, "window"), "window="
+    windows, window_info = split_windows(sequences, limit, source, overflow)
+    rec.n_layers = len(layout.layers)
     module_names = {module: (name or "model") for name, module in model.named_modules()}
-    n_layers = len(getattr(base, "layers", None) or getattr(base, "h", None) or base.encoder.layer)
-    rec = _Recorder(n_layers)
-    hooks, points, info = adapter(base, rec, module_names)
-    chunks = {}
+    hooks, points = _register(layout, rec, module_names)
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            for ids in sequences:
-                rec.current = {}
-                model(input_ids=torch.tensor([ids], dtype=torch.long))
-                for name in points:
-                    if name in ("keys", "queries") and info["architecture"] == "llama":
-                        pre = rec.current.get(f"{name}_pre_rope", [None])
-                        rec.current[name] = [None if p is None else _rotate(p, c, s) for p, c, s in zip(
-                            pre, rec.current["rope_cos"], rec.current["rope_sin"], strict=True)]
-                    layers = rec.current.get(name, [None])
-                    if any(x is None for x in layers):
-                        raise InputError(f"the hook for {name!r} never fired on {type(model).__name__}; "
-                                         f"its forward does not call the expected modules")
-                    chunks.setdefault(name, []).append(torch.stack(layers).numpy())
+            chunks = _run(model, layout, rec, points, windows)
     finally:
         for hook in hooks:
             hook.remove()
         model.train(was_training)
     arrays = {name: np.concatenate(parts, axis=-2) for name, parts in chunks.items()}
     axes = {name: _HEAD_AXES if arrays[name].ndim == 4 else _HIDDEN_AXES for name in arrays}
-    lengths = [len(ids) for ids in sequences]
+    lengths = [len(w["input_ids"]) for w in windows]
     tokens = None
     if tokenizer is not None:
-        tokens = tuple(t for ids in sequences for t in tokenizer.convert_ids_to_tokens(ids))
+        tokens = tuple(t for w in windows for t in tokenizer.convert_ids_to_tokens(w["input_ids"]))
     config = getattr(model, "config", None)
+    hidden = arrays.get("hidden_after_ln")
     model_info = {"name": str(getattr(config, "_name_or_path", "") or type(model).__name__),
-                  "class": type(model).__name__, "n_layers": n_layers,
-                  "d_model": int(arrays["hidden_after_ln"].shape[-1]), **info}
-    descriptions = {
-        "keys": "per-head keys" + (" after RoPE" if info["architecture"] == "llama" else ""),
-        "queries": "per-head queries" + (" after RoPE" if info["architecture"] == "llama" else ""),
-        "keys_pre_rope": "per-head k_proj outputs before RoPE",
-        "queries_pre_rope": "per-head q_proj outputs before RoPE",
-        "hidden_before_ln": "hidden state entering the normalisation that feeds the layer's attention",
-        "hidden_after_ln": "output of that normalisation = the attention block's input",
-    }
+                  "class": type(model).__name__, "n_layers": rec.n_layers,
+                  "d_model": None if hidden is None else int(hidden.shape[-1]), **layout.info}
     metadata = {
         "model": model_info,
         "capture": {"geomln_version": __version__, "torch_version": torch.__version__,
-                    "max_tokens": max_tokens, "sequence_lengths": lengths},
-        "arrays": {name: {"hook_points": points[name], "description": descriptions[name]} for name in arrays},
+                    "max_tokens": max_tokens, "sequence_lengths": lengths, "windows": window_info},
+        "arrays": {name: _array_metadata(name, points, layout, arrays) for name in arrays},
     }
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.intp)
     return CapturedKeys(arrays, axes, tokens, offsets, metadata)

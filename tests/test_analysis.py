@@ -174,6 +174,26 @@ def test_per_slice_queries_follow_the_keys_layout(rng):
         assert row["argmax_counts"] == expected.tolist() and row["n_queries"] == 8
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_grouped_query_heads_are_paired_with_their_key_head(rng, causal):
+    keys = KeyArray.from_array(rng.normal(size=(2, 2, 16, 2)), axes="layer,head,token,dim", seq_offsets=[0, 9, 16])
+    queries = KeyArray.from_array(rng.normal(size=(2, 6, 16, 2)), axes="layer,head,token,dim",
+                                  seq_offsets=[0, 9, 16])
+    report = analyze_keys(keys, queries=queries, causal=causal)
+    assert report.meta["query_groups"]["group_size"] == 3
+    for row, key_slice in zip(report.rows, keys.slices(), strict=True):
+        layer, head, seq = (row["labels"][a] for a in ("layer", "head", "sequence"))
+        assert row["query_heads"] == [3 * head, 3 * head + 1, 3 * head + 2]  # repeat_kv: h // 3
+        rows = slice(*keys.seq_offsets[seq:seq + 2])
+        n = key_slice.matrix.shape[0]
+        expected = sum(brute_argmax_counts(key_slice.matrix, queries.values[layer, h, rows], np.zeros(n), causal)
+                       for h in row["query_heads"])
+        assert row["argmax_counts"] == expected.tolist() and row["n_queries"] == 3 * n
+    assert "query heads" in report.to_table().splitlines()[1]
+    with pytest.raises(InputError, match="multiple of the keys' heads"):
+        analyze_keys(keys, queries=rng.normal(size=(2, 3, 16, 2)))
+
+
 def test_queries_by_array_name_of_the_keys_file(tmp_path, rng):
     keys, _ = synthetic_key_array(rng)
     path = tmp_path / "kq.npz"

@@ -175,7 +175,8 @@ def test_llama_keys_are_post_rope_with_pre_rope_kept(llama):
         11,
         8,
     )  # GQA: 2 kv heads
-    assert captured.metadata["model"]["keys"] == "post-RoPE"
+    assert captured.metadata["arrays"]["keys"]["rope"] == "post-rotary"
+    assert captured.metadata["model"]["n_kv_heads"] == 2
     theta = llama.config.rope_parameters["rope_theta"]
     for s, ids in enumerate(SEQUENCES):
         rows = slice(captured.seq_offsets[s], captured.seq_offsets[s + 1])
@@ -245,7 +246,7 @@ def test_save_and_load_round_trip(bert, tmp_path):
 
 
 def test_capture_errors(bert):
-    with pytest.raises(TypeError, match="no supported attention layout"):
+    with pytest.raises(TypeError, match="unsupported layout"):
         capture_keys(torch.nn.Linear(2, 2), SEQUENCES)
     with pytest.raises(InputError, match="no `tokenizer` was given"):
         capture_keys(bert, ["some text"])
@@ -253,6 +254,64 @@ def test_capture_errors(bert):
         capture_keys(bert, [[1, 2], []])
     with pytest.raises(InputError, match="at least one"):
         capture_keys(bert, [])
+
+
+def test_token_id_tensors_arrays_and_batch_encodings(bert):
+    reference = capture_keys(bert, SEQUENCES[:1]).arrays["keys"]
+    ids = SEQUENCES[0]
+    for inputs in (torch.tensor(ids), torch.tensor([ids]), np.array(ids), np.array([ids, ids]),
+                   [torch.tensor(ids)], [np.array(ids, dtype=np.int32)]):
+        keys = capture_keys(bert, inputs).arrays["keys"]
+        np.testing.assert_array_equal(keys[:, :, :7], reference)
+    padded = {"input_ids": torch.tensor([ids, [5, 2, 8, 30, 0, 0, 0]]),
+              "attention_mask": torch.tensor([[1] * 7, [1, 1, 1, 1, 0, 0, 0]]),
+              "token_type_ids": torch.zeros(2, 7, dtype=torch.long)}
+    captured = capture_keys(bert, transformers.BatchEncoding(padded))
+    assert captured.seq_offsets.tolist() == [0, 7, 11]
+    np.testing.assert_array_equal(captured.arrays["keys"], capture_keys(bert, SEQUENCES).arrays["keys"])
+    pair = capture_keys(bert, {"input_ids": [ids], "token_type_ids": [[0, 0, 0, 1, 1, 1, 1]]})
+    assert not np.allclose(pair.arrays["keys"], reference)  # token types reach the model
+
+
+def test_long_sequences_are_split_into_windows(bert):
+    long = list(range(1, 40)) * 2  # 78 tokens, the model has 32 positions
+    captured = capture_keys(bert, [SEQUENCES[1], long])
+    assert captured.seq_offsets.tolist() == [0, 4, 36, 68, 82]
+    windows = captured.metadata["capture"]["windows"]
+    assert windows["length"] == 32 and windows["source"] == "config.max_position_embeddings"
+    assert windows["windows_per_input"] == [1, 3] and windows["n_split"] == 1
+    assert windows["input_index"] == [0, 1, 1, 1] and windows["start_token"] == [0, 0, 32, 64]
+    np.testing.assert_array_equal(captured.arrays["keys"][:, :, 36:68],
+                                  capture_keys(bert, [long[32:64]]).arrays["keys"])
+    smaller = capture_keys(bert, [long], window=20)
+    assert smaller.seq_offsets.tolist() == [0, 20, 40, 60, 78]
+    assert smaller.metadata["capture"]["windows"]["source"] == "window="
+    with pytest.raises(InputError, match=r"item 1 has 78 tokens, more than the window of 32.*max_tokens=32"):
+        capture_keys(bert, [SEQUENCES[1], long], overflow="error")
+    with pytest.raises(InputError, match="`overflow` must be one of"):
+        capture_keys(bert, [long], overflow="truncate")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "error", "match"),
+    [
+        (torch.tensor([[1.0, 2.0]]), TypeError, "must hold integer token ids; got dtype float32"),
+        (torch.ones(1, 2, 3, dtype=torch.long), InputError, r"1-D \(one sequence\) or 2-D"),
+        ({"ids": [1, 2]}, InputError, "mapping without 'input_ids'"),
+        ({"input_ids": [[1, 2]], "pixel_values": [1]}, InputError, "'pixel_values'"),
+        ({"input_ids": [[1, 2]], "attention_mask": [[1, 1, 1]]}, InputError, "shape of input_ids"),
+        ([[1, 2], [3]], None, None),
+        ([1.5, 2.5], TypeError, "item 0 must be a text or a sequence of token ids; got float"),
+        (42, TypeError, "`inputs` must be a text, a list of texts, a BatchEncoding"),
+        ([np.ones((2, 3), dtype=int)], InputError, "item 0 must be one sequence"),
+    ],
+)
+def test_input_errors(bert, inputs, error, match):
+    if error is None:  # ragged lists of lists are fine: each is a sequence
+        assert capture_keys(bert, inputs).seq_offsets.tolist() == [0, 2, 3]
+        return
+    with pytest.raises(error, match=match):
+        capture_keys(bert, inputs)
 
 
 @pytest.fixture
@@ -297,10 +356,31 @@ def test_cli_capture_on_local_model_dir(tiny_model_dir, tmp_path, capsys):
     assert hidden.shape == (3, 4, 24) and hidden.metadata["source_dtype"] == "float16"
 
 
+def test_cli_capture_splits_long_paragraphs(tiny_model_dir, tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text("god created light. " * 12 + "\n\nin the beginning\n")  # 50 tokens > 32 positions
+    out = tmp_path / "keys.npz"
+    base = ["capture", "--model", str(tiny_model_dir), "--text", str(text), "--out", str(out)]
+    assert main(base) == 0
+    assert "5 tokens (1 paragraph(s) longer than 32 tokens split into windows)" in capsys.readouterr().out
+    keys = load_keys(out)
+    assert keys.seq_offsets.tolist() == [0, 32, 50, 55]
+    assert keys.metadata["capture"]["windows"]["windows_per_input"] == [2, 1]
+    assert main([*base, "--window", "20"]) == 0
+    assert load_keys(out).seq_offsets.tolist() == [0, 20, 40, 50, 55]
+    out.unlink()
+    capsys.readouterr()
+    assert main([*base, "--no-split"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more than the window of 32" in err and "--no-split" in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("args", "match"),
     [
         (["--text", "missing.txt"], "no such file"),
+        (["--window", "0"], r"`--window` must be >= 1"),
         (["--model", "nowhere"], "must be 'minilm' or a local Hugging Face model directory"),
         (["--out", "keys.csv"], r"`--out` must end in \.npz"),
         (["--max-tokens", "0"], r"`--max-tokens` must be >= 1"),

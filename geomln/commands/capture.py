@@ -22,12 +22,17 @@ def add_args(parser):
     parser.add_argument("--out", required=True, help="output key file (.npz), written atomically")
     parser.add_argument("--max-tokens", type=int, help="truncate every sequence to N tokens (special tokens "
                                                        "included)")
+    parser.add_argument("--window", type=int, help="longest sequence run at once (default: the model's "
+                                                   "max_position_embeddings); longer paragraphs are split into "
+                                                   "windows, each captured as its own sequence")
+    parser.add_argument("--no-split", action="store_true",
+                        help="refuse paragraphs longer than the window instead of splitting them")
     parser.add_argument("--max-sequences", type=int, help="use only the first N paragraphs")
     parser.add_argument("--dtype", choices=("float32", "float16", "float64"), default="float32",
                         help="storage dtype (default float32)")
     parser.add_argument("--arrays", default=_DEFAULT_ARRAYS,
-                        help=f"comma-separated arrays to store (default {_DEFAULT_ARRAYS}; LLaMA-style "
-                             f"models also offer keys_pre_rope, queries_pre_rope)")
+                        help=f"comma-separated arrays to store (default {_DEFAULT_ARRAYS}; rotary models "
+                             f"(LLaMA, GPT-NeoX, Falcon, GPT-J) also offer keys_pre_rope, queries_pre_rope)")
 
 
 def read_paragraphs(path):
@@ -47,7 +52,7 @@ def read_paragraphs(path):
 
 
 def run(args):
-    for option in ("max_tokens", "max_sequences"):
+    for option in ("max_tokens", "max_sequences", "window"):
         value = getattr(args, option)
         if value is not None and value < 1:
             raise InputError(f"`--{option.replace('_', '-')}` must be >= 1; got {value}")
@@ -67,16 +72,22 @@ def run(args):
     except ImportError as exc:
         raise DataFileError(f"`geomln capture` needs the torch extra (torch, transformers): "
                             f"pip install 'geomln[torch]' ({exc})") from None
-    captured = capture_keys(model, paragraphs, tokenizer=tokenizer, max_tokens=args.max_tokens)
+    captured = capture_keys(model, paragraphs, tokenizer=tokenizer, max_tokens=args.max_tokens,
+                            window=args.window, overflow="error" if args.no_split else "split")
     captured.metadata["capture"]["command"] = (
         f"geomln capture --model {args.model} --text {Path(args.text).name} --out {Path(args.out).name}"
         + (f" --max-tokens {args.max_tokens}" if args.max_tokens else "")
         + (f" --max-sequences {args.max_sequences}" if args.max_sequences else "")
+        + (f" --window {args.window}" if args.window else "")
+        + (" --no-split" if args.no_split else "")
         + (f" --dtype {args.dtype}" if args.dtype != "float32" else "")
         + (f" --arrays {args.arrays}" if args.arrays != _DEFAULT_ARRAYS else ""))
     captured.metadata["capture"]["text"] = Path(args.text).name
     captured.save(args.out, names=names, dtype=args.dtype)
     lengths = captured.metadata["capture"]["sequence_lengths"]
     shapes = ", ".join(f"{n} {tuple(captured.arrays[n].shape)}" for n in names)
-    print(f"wrote {args.out}: {len(lengths)} sequences of {', '.join(map(str, lengths))} tokens; {shapes}")
+    windows = captured.metadata["capture"]["windows"]
+    split = (f" ({windows['n_split']} paragraph(s) longer than {windows['length']} tokens split into windows)"
+             if windows["n_split"] else "")
+    print(f"wrote {args.out}: {len(lengths)} sequences of {', '.join(map(str, lengths))} tokens{split}; {shapes}")
     return 0
