@@ -27,8 +27,8 @@ import time
 import numpy as np
 
 import geomln
-from geomln import _montecarlo_cells as cells
-from geomln.selectability import count_unselectable, selectable_keys
+from geomln.engine.selectability import count_unselectable, selectable_keys
+from geomln.montecarlo import _cells as cells
 
 sys.path.insert(0, os.path.dirname(__file__))
 from baselines import braid_heuristic, chebyshev_lp  # noqa: E402
@@ -71,7 +71,7 @@ def published_unselectable_as_run(keys):
 
 
 _FIRST_CELL = """
-from geomln import _montecarlo_cells as cells
+from geomln.montecarlo import _cells as cells
 print(cells.warmup())
 """
 

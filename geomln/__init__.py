@@ -24,50 +24,51 @@ is imported on first access, and numba kernels compile (or load from their on-di
 
 import importlib
 
+from . import _aliases  # noqa: F401 - installs the old module paths (geomln.capture, ...) as aliases
 from ._version import __version__
 
-#: public name -> the module that defines it, by theme (imported on first access, see ``__getattr__``)
+#: public name -> the subpackage that exports it, by theme (imported on first access, see ``__getattr__``)
 _EXPORTS = {
     # LayerNorm geometry
-    "project": "layernorm",
-    "scale": "layernorm",
-    "layer_norm": "layernorm",
-    "factorized_layer_norm": "layernorm",
-    "rms_norm": "layernorm",
+    "project": "geometry",
+    "scale": "geometry",
+    "layer_norm": "geometry",
+    "factorized_layer_norm": "geometry",
+    "rms_norm": "geometry",
     # angles
-    "angle_to": "angles",
-    "angle_to_ones": "angles",
-    "fit_hyperplane": "angles",
-    "angle_to_hyperplane": "angles",
-    "Hyperplane": "angles",
+    "angle_to": "geometry",
+    "angle_to_ones": "geometry",
+    "fit_hyperplane": "geometry",
+    "angle_to_hyperplane": "geometry",
+    "Hyperplane": "geometry",
     # selectability
-    "selectable_keys": "selectability",
-    "verify_selectability": "selectability",
-    "Selectability": "selectability",
-    "hull_vertices": "selectability",
-    "default_tol": "selectability",
-    "in_hull": "membership",
-    "HullMembership": "membership",
+    "selectable_keys": "engine",
+    "verify_selectability": "engine",
+    "Selectability": "engine",
+    "hull_vertices": "engine",
+    "default_tol": "engine",
+    "in_hull": "engine",
+    "HullMembership": "engine",
     # files
-    "load_array": "io",
+    "load_array": "models",
     # key files
-    "load_keys": "keyfile",
-    "save_keys": "keyfile",
-    "KeyArray": "keyfile",
+    "load_keys": "models",
+    "save_keys": "models",
+    "KeyArray": "models",
     # convex hulls
     "convex_hull": "hull",
     "ConvexHull": "hull",
     # Gaussian theory
-    "expected_vertices_gaussian": "theory",
-    "unselectable_fraction_gaussian": "theory",
+    "expected_vertices_gaussian": "montecarlo",
+    "unselectable_fraction_gaussian": "montecarlo",
     # Monte Carlo
     "estimate_unselectable": "montecarlo",
     "MonteCarloResult": "montecarlo",
     "MonteCarloRow": "montecarlo",
     # key analysis
-    "analyze_keys": "analysis",
-    "KeyReport": "analysis",
-    "max_attention": "attention",
+    "analyze_keys": "models",
+    "KeyReport": "models",
+    "max_attention": "models",
     # errors
     "GeomlnError": "errors",
     "InputError": "errors",

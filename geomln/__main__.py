@@ -1,5 +1,5 @@
 """Allow ``python -m geomln``."""
 
-from .cli import main
+from .cli._main import main
 
 raise SystemExit(main())

@@ -273,8 +273,8 @@ def warm_worker():
             return 0.0, _WARM["unit"]
         import numpy as np
 
-        from ._montecarlo_cells import warmup
-        from .selectability import selectable_keys
+        from .engine.selectability import selectable_keys
+        from .montecarlo._cells import warmup
 
         warm = warmup()
         seconds = []

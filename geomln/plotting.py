@@ -16,9 +16,9 @@ callers and tests can find them.
 import numpy as np
 
 from ._validation import as_float_array, as_points
+from .engine.selectability import hull_vertices
 from .errors import InputError
-from .hull import MAX_FACET_RANK, convex_hull
-from .selectability import hull_vertices
+from .hull.convex import MAX_FACET_RANK, convex_hull
 
 __all__ = ["plot_keys"]
 
@@ -438,7 +438,7 @@ def plot_fraction_vs_n(result, *, d=None, theory=True, normalization=None, distr
     ['monte carlo', 'theory']
     """
     from ._validation import as_choice
-    from .theory import unselectable_fraction_gaussian
+    from .montecarlo.theory import unselectable_fraction_gaussian
 
     ns, ds, mean = result.pivot("fraction", distribution=distribution, normalization=normalization)
     low = result.pivot("fraction_low", distribution=distribution, normalization=normalization)[2]

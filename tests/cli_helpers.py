@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from geomln import cli
+from geomln.cli import _main as cli
 
 
 def run(argv, capsys):

@@ -20,7 +20,7 @@ distributed = pytest.importorskip("distributed")
 import dask  # noqa: E402
 
 import geomln  # noqa: E402
-import geomln.commands.montecarlo  # noqa: E402
+import geomln.cli.montecarlo  # noqa: E402
 from geomln import analyze_keys, cli, estimate_unselectable, save_keys  # noqa: E402
 from geomln.executors import ClusterError, DaskMissingError, chunk, estimated_seconds  # noqa: E402
 
@@ -183,7 +183,7 @@ def test_cli_cluster_failure_prints_the_resume_command(monkeypatch, tmp_path, ca
         raise ClusterError("lost the Dask cluster at tcp://127.0.0.1:8786 (CancelledError: x); the 3 finished "
                            "cells are saved")
 
-    monkeypatch.setattr(geomln.commands.montecarlo, "estimate_unselectable", lose_the_cluster)
+    monkeypatch.setattr(geomln.cli.montecarlo, "estimate_unselectable", lose_the_cluster)
     out = tmp_path / "run"
     argv = ["montecarlo", "--n", "5:9", "--d", "3", "--out", str(out), "--executor", "dask", "--scheduler",
             "tcp://127.0.0.1:8786"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from geomln.executors import process_pool_map
-from geomln.montecarlo import MonteCarloResult, estimate_unselectable
+from geomln.montecarlo.estimate import MonteCarloResult, estimate_unselectable
 
 CALL = dict(n=[6, 9], d=3, trials=150, seed=3, normalization=["none", "layernorm"], progress=False)
 SCRIPT = f"""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import geomln
-from geomln.cli import main
+from geomln.cli._main import main
 from geomln.errors import InputError
 from geomln.experiments.majority import make_majority_data, steps_to_reach, stratified_split
 
@@ -24,12 +24,12 @@ def rng():
 
 def _need_selectable_keys():
     if not hasattr(geomln, "selectable_keys"):
-        pytest.skip("geomln.selectable_keys is not available yet (lands in geomln/selectability.py)")
+        pytest.skip("geomln.selectable_keys is not available yet (lands in geomln/engine/selectability.py)")
 
 
 # ---------------------------------------------------------------- numpy-only parts (no torch needed)
 def test_core_import_does_not_import_torch():
-    code = "import sys, geomln, geomln.cli; geomln.cli._build_parser(); print('torch' in sys.modules)"
+    code = "import sys, geomln, geomln.cli._main; geomln.cli._main._build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

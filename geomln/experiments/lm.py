@@ -313,7 +313,7 @@ def unselectable_fractions(keys, *, tol=None, progress=False):
 def save_keys_npz(path, arrays, meta):
     """Write `arrays` (each ``(layer, seq, token, dim)``) and a JSON ``__geomln_meta__`` string atomically.
 
-    The metadata follows the key-file format of :mod:`geomln.keyfile` (``format``, ``version``,
+    The metadata follows the key-file format of :mod:`geomln.models.keyfile` (``format``, ``version``,
     ``default`` = the first array, per-array ``axes``) and also carries the axes at top level, so
     ``geomln.load_keys`` and ``geomln analyze`` open the file with its axes named.
     """

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import as_choice, as_positive_int, as_rng
-from ..angles import angle_to_ones
 from ..errors import InputError
+from ..geometry.angles import angle_to_ones
 from ._models import MAJORITY_VARIANTS, MajorityModel, require_torch
 from ._training import is_eval_step, optimizer_step, progress_bar
 

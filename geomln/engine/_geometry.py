@@ -1,0 +1,228 @@
+"""Shared preprocessing of the exact engine: normalized coordinates in the affine hull, and the decision loop.
+
+Every point set is centred at its mean, divided by its radius ``s = max_i |x_i - mean|`` and rotated
+onto its affine hull; directions along which every point deviates by at most ``tol / 4`` are dropped.
+Distances and margins in these coordinates are therefore relative to ``s``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels as kernels
+
+#: verdicts whose deciding quantity lies within this factor of `tol` are reported as borderline
+BORDERLINE_FACTOR = 10.0
+#: length of the virtual ray (in normalized units) that models "any lower bias" in the lifted problem
+RAY_LENGTH = 16.0
+_MAX_MAJOR_PER_DIM = 50
+#: batches below this many flops run serially: starting threads costs more than it saves
+PARALLEL_WORK = 4_000_000
+#: rows per block when measuring distances to the affine hull (bounds the temporary memory)
+_TAIL_BLOCK = 4096
+
+
+@dataclass(frozen=True)
+class AffineFrame:
+    """Normalized coordinates of a point set in its affine hull.
+
+    ``coords = (points - centre) @ basis / radius``; ``basis`` has orthonormal columns.
+    """
+
+    centre: np.ndarray
+    radius: float
+    basis: np.ndarray
+    coords: np.ndarray
+
+    @property
+    def rank(self):
+        """Affine rank of the point set (number of kept directions)."""
+        return self.basis.shape[1]
+
+    def to_original_direction(self, directions):
+        """Map directions from normalized coordinates back to the original space (unit norm kept)."""
+        return directions @ self.basis.T
+
+
+def affine_frame(points, tol):
+    """Centre, normalize and rotate `points` (n, d) onto their affine hull, dropping spreads <= tol / 4."""
+    n, d = points.shape
+    centre = points.mean(axis=0)
+    centred = points - centre
+    peak = float(np.abs(centred).max())  # divide first: squares of tiny or huge coordinates under/overflow
+    radius = peak * float(np.sqrt(((centred / peak) ** 2).sum(axis=1).max())) if peak > 0 else 0.0
+    if radius == 0.0:
+        return AffineFrame(centre, 0.0, np.zeros((d, 0)), np.zeros((n, 0)))
+    centred /= radius
+    if n >= d:
+        _, vectors = np.linalg.eigh(centred.T @ centred)
+        basis = vectors[:, ::-1]
+    else:
+        basis = np.linalg.svd(centred, full_matrices=False)[2].T
+    coords = centred @ basis
+    del centred
+    # largest distance of any point from the span of the first r directions, for every r (in row blocks)
+    tail = np.zeros(coords.shape[1] + 1)
+    for start in range(0, n, _TAIL_BLOCK):
+        squares = coords[start:start + _TAIL_BLOCK] ** 2
+        np.maximum(tail[:-1], np.sqrt(np.cumsum(squares[:, ::-1], axis=1)[:, ::-1].max(axis=0)), out=tail[:-1])
+    rank = int(np.flatnonzero(tail <= tol / 4.0)[0])
+    return AffineFrame(centre, radius, np.ascontiguousarray(basis[:, :rank]),
+                       np.ascontiguousarray(coords[:, :rank]))
+
+
+@dataclass
+class Decisions:
+    """Per-key outcome of :func:`decide` (arrays aligned with the tested keys).
+
+    ``support`` holds the ids of each key's convex combination packed at the front of its row and padded
+    with -1 (width ``2 * dim + 2``, enough for a basic solution of the LP fallback); ``weights`` likewise.
+    """
+
+    status: np.ndarray
+    distance: np.ndarray
+    margin: np.ndarray
+    direction: np.ndarray
+    support: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def empty(cls, count, dim):
+        """Decisions for `count` keys, all STALLED (undecided) until filled."""
+        return cls(np.full(count, kernels.STALLED, dtype=np.int8), np.full(count, np.inf), np.full(count, -np.inf),
+                   np.zeros((count, dim)), np.full((count, 2 * dim + 2), -1, dtype=np.intp),
+                   np.zeros((count, 2 * dim + 2)))
+
+    def combination(self, slot):
+        """Return the (ids, weights) of key `slot`'s convex combination."""
+        used = int((self.support[slot] >= 0).sum())
+        return self.support[slot, :used], self.weights[slot, :used]
+
+
+def wolfe_limits(tol, dim):
+    """Return Wolfe's stopping distances ``(low, high)`` for `tol` and its iteration cap in dimension `dim`.
+
+    A key within `low` of the hull is certainly unselectable, one separated by more than `high` certainly
+    selectable; in between the exact distance decides and the key is borderline.
+    """
+    return tol / BORDERLINE_FACTOR, tol * BORDERLINE_FACTOR, _MAX_MAJOR_PER_DIM * (dim + 2) + 100
+
+
+def _seed_candidates(points, n, seeds):
+    seeds = np.unique(np.asarray(seeds, dtype=np.intp))
+    if seeds.size >= 2:
+        return seeds
+    extremes = [int(np.argmax(points[:n, 0])), int(np.argmin(points[:n, 0])), 0, n - 1]
+    return np.unique(np.concatenate([seeds, np.asarray(extremes, dtype=np.intp)]))
+
+
+def decide(points, n, keys, seeds, tol, *, ray=0.0):
+    """Decide the distance of each of `keys` to the hull of the other points, to the precision `tol` needs.
+
+    Parameters
+    ----------
+    points : ndarray, shape (m, dim)
+        Normalized coordinates; rows ``>= n`` (if any) are query points that are never candidates.
+    n : int
+        Number of hull points (rows ``< n``).
+    keys : ndarray of intp
+        Rows to test.
+    seeds : array_like of intp
+        Hull points known (or likely) to be extreme: the initial candidate set (Clarkson's working set).
+    tol : float
+        Relative tolerance; keys within ``tol / BORDERLINE_FACTOR`` are settled early.
+    ray : float
+        Length of the virtual downward ray in the last coordinate (bias problems), or 0.
+
+    Returns
+    -------
+    Decisions
+    """
+    dim = points.shape[1]
+    low, high, max_major = wolfe_limits(tol, dim)
+    count = keys.shape[0]
+    decisions = Decisions.empty(count, dim)
+    candidates = _seed_candidates(points, n, seeds)
+    sites = points[:n]
+    if ray > 0:
+        shifted = sites.copy()
+        shifted[:, -1] -= ray
+        sites = np.vstack([sites, shifted])
+    sites_t = np.ascontiguousarray(sites.T)
+    site_norm2 = (sites * sites).sum(axis=1)
+    pending = np.arange(count)
+    while pending.size:
+        work = pending.size * (candidates.size + sites.shape[0]) * dim
+        kernel = kernels.distance_to_hull_batch if work > PARALLEL_WORK else kernels.distance_to_hull_serial
+        result = kernel(points, keys[pending], n, ray > 0, candidates, np.ascontiguousarray(sites_t[:, candidates]),
+                        site_norm2[candidates], sites_t, low, high, max_major)
+        st, dist, marg, direc, supp, wts, violator = result
+        decisions.status[pending], decisions.distance[pending], decisions.margin[pending] = st, dist, marg
+        decisions.direction[pending] = direc
+        decisions.support[pending, : supp.shape[1]], decisions.weights[pending, : wts.shape[1]] = supp, wts
+        need = st == kernels.NEED_POINT
+        candidates = np.union1d(candidates, violator[need])
+        pending = pending[need]
+    for slot in np.flatnonzero(decisions.status == kernels.STALLED):
+        solve_with_lp(points, n, keys[slot], ray, tol, slot, decisions)
+    return decisions
+
+
+def solve_with_lp(points, n, key, ray, tol, slot, decisions):
+    """Decide key `slot` exactly with two HiGHS linear programs (the fallback where Wolfe's algorithm stalled)."""
+    status, distance, margin, direction = decisions.status, decisions.distance, decisions.margin, decisions.direction
+    from scipy.optimize import linprog  # imported here: scipy.optimize alone would double geomln's import time
+    others = np.setdiff1d(np.arange(n), [key])
+    lifted = points[others]
+    target = points[key]
+    m, dim = lifted.shape
+    with_ray = ray > 0
+    # membership: min t  s.t.  |sum_j lam_j p_j - mu e_last - p_key|_inf <= t, sum lam = 1, lam, mu, t >= 0
+    columns = m + int(with_ray) + 1
+    block = np.zeros((dim, columns))
+    block[:, :m] = lifted.T
+    if with_ray:
+        block[-1, m] = -1.0
+    block[:, -1] = -1.0
+    upper = block
+    lower = -block
+    lower[:, -1] = -1.0
+    a_ub = np.vstack([upper, lower])
+    b_ub = np.concatenate([target, -target])
+    a_eq = np.zeros((1, columns))
+    a_eq[0, :m] = 1.0
+    objective = np.zeros(columns)
+    objective[-1] = 1.0
+    member = linprog(objective, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=[1.0], bounds=(0, None), method="highs")
+    if member.status == 0:
+        lam = member.x[:m]
+        used = np.flatnonzero(lam > 1e-14)
+        weights = lam[used] / lam[used].sum()  # HiGHS meets sum(lam) = 1 only to its feasibility tolerance
+        residual = lifted[used].T @ weights - target  # so judge the certificate actually stored
+        if with_ray:
+            residual[-1] -= member.x[m]
+        residual_norm = float(np.linalg.norm(residual))
+        decisions.support[slot] = -1
+        decisions.support[slot, : used.size] = others[used]
+        decisions.weights[slot, : used.size] = weights
+        distance[slot] = residual_norm
+        if residual_norm <= tol:
+            status[slot] = kernels.CONVERGED if residual_norm > tol / BORDERLINE_FACTOR else kernels.UNSELECTABLE
+            return
+    # separation: max delta  s.t.  q.(p_key - p_j) >= delta for all j, -1 <= q <= 1 (q_last >= 0 with a bias)
+    objective = np.zeros(dim + 1)
+    objective[-1] = -1.0
+    a_ub = np.hstack([-(target - lifted), np.ones((m, 1))])
+    bounds = [(-1.0, 1.0)] * dim + [(None, None)]
+    if with_ray:
+        bounds[dim - 1] = (0.0, 1.0)
+    separate = linprog(objective, A_ub=a_ub, b_ub=np.zeros(m), bounds=bounds, method="highs")
+    if separate.status == 0 and -separate.fun > 0:
+        q = separate.x[:dim]
+        unit = q / np.linalg.norm(q)
+        margin[slot] = float(np.min((target - lifted) @ unit))
+        direction[slot] = unit
+        distance[slot] = max(distance[slot], margin[slot])
+        status[slot] = kernels.SELECTABLE if margin[slot] > tol * BORDERLINE_FACTOR else kernels.CONVERGED
+        return
+    raise RuntimeError(f"both HiGHS formulations failed for key {key}; please report this input")

@@ -1,0 +1,580 @@
+"""Numba kernels of the selectability engine: top-2 scans and Wolfe's minimum-norm-point algorithm.
+
+All inputs are finite, C-contiguous float64 arrays in *normalized* coordinates (centred, divided by the
+data radius, projected onto the affine hull), so every tolerance here is relative to the data's scale.
+
+A point set may be *lifted*: with a bias the last coordinate is the (normalized) bias, and candidate
+indices ``c >= n`` stand for the virtual points ``points[c - n] - ray * e_last``, which turn the polytope
+``conv(points)`` into ``conv(points) - cone(e_last)`` near the origin (see ``selectability.py``).
+"""
+
+import numpy as np
+
+from .._jit import jit, parallel_jit, prange
+
+#: statuses returned per key by :func:`distance_to_hull_batch`
+UNSELECTABLE = 0  # distance to the hull of the others <= low: certain
+SELECTABLE = 1  # witness margin over every other key > high: certain
+CONVERGED = 2  # exact distance found, between low and high: decide by tol, borderline
+NEED_POINT = 3  # a key outside conv(candidates) violates the witness: add it and run again
+STALLED = 4  # Wolfe's algorithm stopped making progress (numerically degenerate corral)
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+_SCAN_CHUNK = 64  # rows per thread task in scan_top_two (they share one score workspace)
+_SCORE_BLOCK = 512  # keys scored at a time by one scan row (a 4 KiB workspace)
+REFLECTIONS = 8  # braid reflections tried before Wolfe's algorithm in sets where most keys are vertices
+
+
+
+
+
+@jit
+def _keep_top_two(value, index, top, second, top_at):
+    """Fold `value` (at `index`) into a running (largest, second largest, index of largest)."""
+    if value > top:
+        return value, top, index
+    if value > second:
+        return top, value, top_at
+    return top, second, top_at
+
+
+@jit
+def top_two(scores, row_keys, exclude_row_key):
+    """For each row of `scores`, the index and value of the largest entry and the second largest value.
+
+    With `exclude_row_key`, the entry ``scores[r, row_keys[r]]`` is skipped (the runner-up of a key is
+    then the best *other* key). Serial: it is linear in the block, which the matrix product that
+    produced the block dominates.
+    """
+    rows = scores.shape[0]
+    best_index = np.empty(rows, dtype=np.intp)
+    best_value = np.empty(rows)
+    second_value = np.empty(rows)
+    for r in range(rows):
+        skip = row_keys[r] if exclude_row_key else -1
+        top, second, top_at = -np.inf, -np.inf, -1
+        for c in range(scores.shape[1]):
+            if c != skip:
+                top, second, top_at = _keep_top_two(scores[r, c], c, top, second, top_at)
+        best_index[r], best_value[r], second_value[r] = top_at, top, second
+    return best_index, best_value, second_value
+
+
+@jit
+def _scan_row(directions_t, direction, scores):
+    """Largest and second largest score ``direction . directions_t[:, c]`` over all c, and the argmax.
+
+    Scores are computed block by block into the workspace `scores` (length ``_SCORE_BLOCK``, small enough
+    to stay in cache) along contiguous memory, so the inner loop vectorises.
+    """
+    dim, n = directions_t.shape
+    top, second, top_at = -np.inf, -np.inf, -1
+    for begin in range(0, n, _SCORE_BLOCK):
+        width = min(n - begin, _SCORE_BLOCK)
+        block = scores[:width]
+        block[:] = 0.0
+        for t in range(dim):
+            weight = direction[t]
+            row = directions_t[t, begin:begin + width]
+            for c in range(width):
+                block[c] += weight * row[c]
+        for c in range(width):
+            top, second, top_at = _keep_top_two(block[c], begin + c, top, second, top_at)
+    return top_at, top, second
+
+
+@jit
+def scan_top_two_serial(directions, directions_t, rows):
+    """Run :func:`scan_top_two` serially, for small scans (no thread start-up cost)."""
+    count = rows.shape[0]
+    best_index, best_value, second_value = np.empty(count, dtype=np.intp), np.empty(count), np.empty(count)
+    scores = np.empty(_SCORE_BLOCK)
+    for r in range(count):
+        best_index[r], best_value[r], second_value[r] = _scan_row(directions_t, directions[rows[r]], scores)
+    return best_index, best_value, second_value
+
+
+@parallel_jit
+def scan_top_two(directions, directions_t, rows):
+    """Fused ``top_two(directions[rows] @ directions.T)`` for low dimensions, in parallel over rows.
+
+    `directions_t` is the transpose of `directions` (C-contiguous). Scores are computed on the fly, one
+    row at a time (no score matrix), which in low dimension is as fast as a BLAS product and keeps BLAS's
+    own threads from competing with numba's. Rows go to threads in chunks that share one workspace.
+    """
+    count = rows.shape[0]
+    best_index, best_value, second_value = np.empty(count, dtype=np.intp), np.empty(count), np.empty(count)
+    chunks = (count + _SCAN_CHUNK - 1) // _SCAN_CHUNK
+    for chunk in prange(chunks):
+        scores = np.empty(_SCORE_BLOCK)
+        for r in range(chunk * _SCAN_CHUNK, min(count, (chunk + 1) * _SCAN_CHUNK)):
+            best_index[r], best_value[r], second_value[r] = _scan_row(directions_t, directions[rows[r]], scores)
+    return best_index, best_value, second_value
+
+
+@jit
+def _row_dot(matrix, row, x):
+    """``matrix[row] . x`` as a plain loop (numba's np.dot on short vectors pays a BLAS call each time)."""
+    total = 0.0
+    for t in range(x.shape[0]):
+        total += matrix[row, t] * x[t]
+    return total
+
+
+@jit
+def _scores_into(columns, x, scores):
+    """``scores[k] = x . columns[:, k]``; the inner loop runs along contiguous memory and vectorises."""
+    count = columns.shape[1]
+    for k in range(count):
+        scores[k] = 0.0
+    for t in range(columns.shape[0]):
+        weight = x[t]
+        for k in range(count):
+            scores[k] += weight * columns[t, k]
+
+
+@jit
+def _affine_minimizer(corral, size, q, r, alpha, valid):
+    """Weights (summing to 1) of the point of least norm in the affine hull of ``corral[:size]``.
+
+    Solves ``min |p_0 + sum_k t_k (p_k - p_0)|`` by a modified Gram-Schmidt QR factorisation (with one
+    reorthogonalisation pass) of the differences, in the workspaces `q` (rows), `r` and `alpha`, which
+    receives the weights. The first `valid` columns of `q` and `r` are reused: they already factor the
+    first `valid` differences (each column depends only on the earlier ones, so the result is the same as
+    a full factorisation). Returns whether the corral is affinely independent (no difference is,
+    relative to its length, within 1e-12 of the span of the earlier ones).
+    """
+    dim = corral.shape[1]
+    alpha[0] = 1.0
+    if size == 1:
+        return True
+    columns = size - 1
+    for k in range(valid, columns):
+        length = 0.0
+        for t in range(dim):
+            q[k, t] = corral[k + 1, t] - corral[0, t]
+            length += q[k, t] * q[k, t]
+        for j in range(k):
+            r[j, k] = 0.0
+        for _ in range(2):
+            for j in range(k):
+                projection = _row_dot(q, j, q[k])
+                r[j, k] += projection
+                for t in range(dim):
+                    q[k, t] -= projection * q[j, t]
+        norm = np.sqrt(_row_dot(q, k, q[k]))
+        if norm <= 1e-12 * np.sqrt(length) or norm == 0.0:
+            return False
+        r[k, k] = norm
+        for t in range(dim):
+            q[k, t] /= norm
+    # t = -R^{-1} Q^T p_0, back-substituted in place in alpha[1:]
+    for k in range(columns):
+        alpha[k + 1] = -_row_dot(q, k, corral[0])
+    total = 0.0
+    for k in range(columns - 1, -1, -1):
+        value = alpha[k + 1]
+        for j in range(k + 1, columns):
+            value -= r[k, j] * alpha[j + 1]
+        alpha[k + 1] = value / r[k, k]
+        total += alpha[k + 1]
+    alpha[0] = 1.0 - total
+    return True
+
+
+@jit
+def _minor_cycle(corral, corral_ids, weights, size, workspace, valid):
+    """Wolfe's minor cycle: move the weights towards the affine minimizer, dropping points that reach 0.
+
+    `valid` columns of the workspace's QR factorisation still match the corral (see
+    :func:`_affine_minimizer`). Returns the new corral size, whether the corral stayed affinely
+    independent, and how many columns of the factorisation match the returned corral.
+    """
+    dim = corral.shape[1]
+    q, r, alpha = workspace
+    while True:
+        independent = _affine_minimizer(corral, size, q, r, alpha, valid)
+        if not independent:
+            return size, False, 0
+        positive = True
+        for k in range(size):
+            if alpha[k] <= 1e-14:
+                positive = False
+        if positive:
+            for k in range(size):
+                weights[k] = alpha[k]
+            return size, True, size - 1
+        valid = 0  # points are dropped below: the corral changes, refactor it
+        theta = 1.0
+        for k in range(size):
+            if alpha[k] <= 1e-14 and weights[k] - alpha[k] > 0:
+                theta = min(theta, weights[k] / (weights[k] - alpha[k]))
+        kept = 0
+        smallest_at = 0
+        for k in range(size):
+            value = (1.0 - theta) * weights[k] + theta * alpha[k]
+            if value > 1e-14:
+                weights[kept] = value
+                corral_ids[kept] = corral_ids[k]
+                for t in range(dim):
+                    corral[kept, t] = corral[k, t]
+                if value < weights[smallest_at]:
+                    smallest_at = kept
+                kept += 1
+        if kept == size:  # no weight reached zero numerically: drop the smallest to guarantee progress
+            for k in range(smallest_at, size - 1):
+                weights[k] = weights[k + 1]
+                corral_ids[k] = corral_ids[k + 1]
+                for t in range(dim):
+                    corral[k, t] = corral[k + 1, t]
+            kept -= 1
+        size = kept
+        total = 0.0
+        for k in range(size):
+            total += weights[k]
+        for k in range(size):
+            weights[k] /= total
+        if size == 1:
+            weights[0] = 1.0
+            return size, True, 0
+
+
+@jit
+def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, high, max_major):
+    """Wolfe's algorithm: the point of ``conv(candidates) - origin`` closest to the origin.
+
+    Candidates are the columns of `cand_t` (dim, m) with ids `cand_ids`; ids equal to `skip_a` or `skip_b`
+    (the key itself and its virtual copy) are skipped. `cand_norm2` holds the squared column norms. Stops
+    early once the distance is <= `low`.
+
+    Returns
+    -------
+    x : ndarray, shape (dim,)
+        The nearest point (relative to the origin).
+    support : ndarray of intp, shape (k,)
+        Candidate ids with positive weight.
+    weights : ndarray, shape (k,)
+        Their convex weights.
+    stalled : bool
+        True if the algorithm stopped on a numerical stall rather than optimality or `low`.
+    separated : bool
+        True if it stopped early because ``-x`` already separates the origin from every candidate by a
+        margin above `high` (then `x` is not the nearest point, only a good enough witness direction).
+    """
+    dim, count = cand_t.shape
+    capacity = dim + 2
+    corral = np.empty((capacity, dim))
+    corral_ids = np.empty(capacity, dtype=np.intp)
+    weights = np.empty(capacity)
+    workspace = (np.empty((capacity, dim)), np.empty((capacity, capacity)), np.empty(capacity))
+    scores = np.empty(count)
+    _scores_into(cand_t, origin, scores)
+    best_norm = np.inf
+    first = -1
+    for k in range(count):  # start from the nearest candidate: |c - o|^2 - |o|^2 = |c|^2 - 2 c.o
+        if cand_ids[k] == skip_a or cand_ids[k] == skip_b:
+            continue
+        norm2 = cand_norm2[k] - 2.0 * scores[k]
+        if norm2 < best_norm:
+            best_norm = norm2
+            first = k
+    size = 1
+    corral_ids[0] = first
+    for t in range(dim):
+        corral[0, t] = cand_t[t, first] - origin[t]
+    weights[0] = 1.0
+    x = corral[0].copy()
+    stalled = True  # unless a stopping rule below is met within max_major iterations
+    separated = False
+    valid = 0  # columns of the workspace's QR factorisation that match the corral
+    for _ in range(max_major):
+        norm2 = (x * x).sum()
+        if norm2 <= low * low:
+            stalled = False
+            break
+        origin_dot = (origin * x).sum()
+        _scores_into(cand_t, x, scores)
+        entering = -1
+        smallest = np.inf
+        for k in range(count):
+            if scores[k] < smallest and cand_ids[k] != skip_a and cand_ids[k] != skip_b:
+                smallest = scores[k]
+                entering = k
+        smallest -= origin_dot
+        if smallest > high * np.sqrt(norm2):  # -x beats every candidate by more than `high`: witness found
+            stalled = False
+            separated = True
+            break
+        scale2 = 0.0
+        for k in range(size):
+            scale2 = max(scale2, _row_dot(corral, k, corral[k]))
+        if norm2 - smallest <= 1e-13 * max(scale2, 1e-300):
+            stalled = False
+            break  # optimal: no candidate lies beyond the supporting plane at x
+        already = False
+        for k in range(size):
+            if corral_ids[k] == entering:
+                already = True
+        if already or size == capacity:
+            break
+        corral_ids[size] = entering
+        for t in range(dim):
+            corral[size, t] = cand_t[t, entering] - origin[t]
+        weights[size] = 0.0
+        size, independent, valid = _minor_cycle(corral, corral_ids, weights, size + 1, workspace, valid)
+        if not independent:
+            break
+        for t in range(dim):
+            x[t] = 0.0
+        for k in range(size):
+            for t in range(dim):
+                x[t] += weights[k] * corral[k, t]
+    support = np.empty(size, dtype=np.intp)
+    for k in range(size):
+        support[k] = cand_ids[corral_ids[k]]
+    return x, support, weights[:size].copy(), stalled, separated
+
+
+@jit
+def _allocate_decisions(b, dim):
+    return (np.empty(b, dtype=np.int8), np.empty(b), np.full(b, -np.inf), np.zeros((b, dim)),
+            np.full((b, dim + 2), -1, dtype=np.intp), np.zeros((b, dim + 2)), np.full(b, -1, dtype=np.intp))
+
+
+@jit
+def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major, row, out):
+    """Decide one key and write its outcome into slot `row` of the output arrays `out`."""
+    status, distance, margin, direction, support, weights, violator = out
+    dim = points.shape[1]
+    key_ray = key + n if has_ray else -1
+    origin = points[key]
+    x, ids, w, stalled, separated = min_norm_point(origin, cand_ids, cand_t, cand_norm2, key, key_ray, low, high,
+                                                   max_major)
+    for k in range(ids.shape[0]):
+        support[row, k] = ids[k]
+        weights[row, k] = w[k]
+    norm = np.sqrt((x * x).sum())
+    distance[row] = norm
+    if norm <= low:
+        status[row] = UNSELECTABLE
+        return
+    if stalled:
+        status[row] = STALLED
+        return
+    # witness q = -x / |x|: margin over site c is q.(p_key - p_c) = (x.p_c - x.p_key) / |x|
+    scores = np.empty(sites_t.shape[1])
+    _scores_into(sites_t, x, scores)
+    worst = np.inf
+    worst_at = -1
+    for c in range(scores.shape[0]):
+        if scores[c] < worst and c != key and c != key_ray:
+            worst = scores[c]
+            worst_at = c
+    worst -= (origin * x).sum()
+    margin[row] = worst / norm
+    for t in range(dim):
+        direction[row, t] = -x[t] / norm
+    if margin[row] > high:
+        status[row] = SELECTABLE
+    elif not separated and worst >= norm * norm * (1.0 - 1e-9) - 1e-15:
+        status[row] = CONVERGED
+    else:
+        status[row] = NEED_POINT
+        violator[row] = worst_at
+
+
+@jit
+def distance_to_hull_serial(points, keys, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major):
+    """Run :func:`distance_to_hull_batch` serially, for small batches (no thread start-up cost)."""
+    out = _allocate_decisions(keys.shape[0], points.shape[1])
+    for row in range(keys.shape[0]):
+        _decide_key(points, keys[row], n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major,
+                    row, out)
+    return out
+
+
+@parallel_jit
+def distance_to_hull_batch(points, keys, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major):
+    """Decide, for each key, whether its distance to the hull of the other sites exceeds `low`/`high`.
+
+    `sites_t` (dim, total) holds the hull's sites as columns: the n real points, then (with `has_ray`) their
+    virtual copies shifted down the ray. `cand_t` holds the columns of the working set, ids `cand_ids`.
+    For key ``i`` (a row of `points`), Wolfe's algorithm finds the point of ``conv(candidates without i)``
+    nearest to it. If that is within `low`, the key is certainly unselectable. Otherwise ``q = -x``
+    separates the key from the candidates; a scan over *all* sites gives the key's true margin for ``q``:
+    above `high` it is certainly selectable; if no site violates the separation the distance is exact
+    (status CONVERGED); else the most violating site is reported so the caller can add it to the
+    candidates. Keys are processed in parallel; each key's result is independent of the threads.
+
+    Returns
+    -------
+    status : ndarray of int8, shape (b,)
+    distance : ndarray, shape (b,)
+        Distance from the key to conv(candidates), an upper bound of its distance to the others' hull.
+    margin : ndarray, shape (b,)
+        Margin of the witness direction over all other sites (``-inf`` where not computed).
+    direction : ndarray, shape (b, dim)
+        Unit witness direction ``-x / |x|`` (zeros where the key is unselectable).
+    support : ndarray of intp, shape (b, dim + 2)
+        Site ids of the convex combination, padded with -1.
+    weights : ndarray, shape (b, dim + 2)
+        Their weights, padded with 0.
+    violator : ndarray of intp, shape (b,)
+        The site to add for status NEED_POINT, else -1.
+    """
+    out = _allocate_decisions(keys.shape[0], points.shape[1])
+    for row in prange(keys.shape[0]):
+        _decide_key(points, keys[row], n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major,
+                    row, out)
+    return out
+
+
+@jit
+def _normalized_set(keys):
+    """Return `keys` centred at their mean and divided by their radius, and whether that was safe.
+
+    Not safe (the caller must use the full engine) when the radius is zero or so extreme that squares
+    of coordinates could under- or overflow.
+    """
+    n, dim = keys.shape
+    centred = keys - keys.sum(axis=0) / n
+    radius2 = 0.0
+    for i in range(n):
+        radius2 = max(radius2, _row_dot(centred, i, centred[i]))
+    if not 1e-280 < radius2 < 1e280:
+        return centred, False
+    return centred / np.sqrt(radius2), True
+
+
+@jit
+def has_equal_rows(points):
+    """Whether two rows of `points` are equal (as values: 0.0 == -0.0), in expected O(n d) time.
+
+    Rows are hashed into an open-addressing table; rows with equal hashes are compared.
+    """
+    n, dim = points.shape
+    bits = (points + 0.0).view(np.uint64)  # + 0.0 turns -0.0 into 0.0, so equal values have equal bits
+    size = 1
+    while size < 2 * n:
+        size *= 2
+    table = np.full(size, -1, dtype=np.intp)
+    mask = np.uint64(size - 1)
+    for i in range(n):
+        code = np.uint64(0)
+        for t in range(dim):
+            code = (code ^ bits[i, t]) * _HASH_MULTIPLIER
+            code ^= code >> np.uint64(29)
+        slot = code & mask
+        while table[slot] >= 0:
+            other = table[slot]
+            same = True
+            for t in range(dim):
+                if points[other, t] != points[i, t]:
+                    same = False
+                    break
+            if same:
+                return True
+            slot = (slot + np.uint64(1)) & mask
+        table[slot] = i
+    return False
+
+
+@jit
+def _reflection_certifies(points, points_t, key, high, reflections, scores, query):
+    """Whether a few braid reflections of the key's own direction make it the argmax by more than `high`.
+
+    The cheap heuristic of Grivas et al. (2022): reflect the query across the hyperplane on which the key
+    and the current winner tie, so that the key beats that winner. Costs ``O(n d)`` per reflection;
+    `scores` and `query` are workspaces.
+    """
+    dim = points.shape[1]
+    for t in range(dim):
+        query[t] = points[key, t]
+    for _ in range(reflections):
+        top_at, top, second = _scan_row(points_t, query, scores)
+        if top_at == key:
+            return top - second > high * np.sqrt((query * query).sum())
+        along, length2 = 0.0, 0.0
+        for t in range(dim):
+            step = points[key, t] - points[top_at, t]
+            along += query[t] * step
+            length2 += step * step
+        for t in range(dim):
+            query[t] -= 2.0 * along / length2 * (points[key, t] - points[top_at, t])
+    return False
+
+
+@jit
+def _count_unselectable_in_set(points, ids, low, high, max_major, out):
+    """Count the unselectable keys of one normalized set as the engine decides them.
+
+    Returns ``(settled, count)``: `settled` is False as soon as a key is neither certainly unselectable nor
+    certainly selectable (borderline, stalled), and the whole set must then go through the engine.
+    """
+    n, dim = points.shape
+    points_t = np.ascontiguousarray(points.T)
+    norm2 = np.empty(n)
+    for i in range(n):
+        norm2[i] = _row_dot(points, i, points[i])
+    certain = np.zeros(n, dtype=np.bool_)
+    scores = np.empty(_SCORE_BLOCK)
+    for i in range(n):  # the engine's witness scan: each key's own direction certifies its strict argmax
+        if norm2[i] > 0.0:
+            top_at, top, second = _scan_row(points_t, points[i], scores)
+            if (top - second) / np.sqrt(norm2[i]) > high:
+                certain[top_at] = True
+    status, support, weights = out[0], out[4], out[5]
+    query = np.empty(dim)
+    # where the scan certified most keys, the others are likely vertices too: try cheap reflections first
+    reflections = REFLECTIONS if 2 * certain.sum() > n else 0
+    unselectable = 0
+    for i in range(n):
+        if certain[i] or _reflection_certifies(points, points_t, i, high, reflections, scores, query):
+            continue
+        support[0, :] = -1
+        _decide_key(points, i, n, False, ids, points_t, norm2, points_t, low, high, max_major, 0, out)
+        if status[0] == SELECTABLE:
+            continue
+        if status[0] != UNSELECTABLE:
+            return False, 0
+        residual = points[i].copy()  # re-check the certificate: |sum_k w_k p_k - p_i| <= 10 low (= tol)
+        for k in range(support.shape[1]):
+            if support[0, k] >= 0:
+                for t in range(dim):
+                    residual[t] -= weights[0, k] * points[support[0, k], t]
+        if np.sqrt((residual * residual).sum()) > 10.0 * low:
+            return False, 0
+        unselectable += 1
+    return True, unselectable
+
+
+@jit
+def count_unselectable_sets(key_sets, low, high, max_major):
+    """Count the unselectable keys in each of many small bias-free key sets, in one serial call.
+
+    Each set (a row of `key_sets`, shape (sets, n, dim)) is centred and divided by its radius, then
+    decided as the engine decides it: the own-direction witness scan certifies strict argmaxes with a
+    margin above `high`, and Wolfe's algorithm against all other keys decides every other key (within
+    `low`: unselectable, with its convex combination re-checked; separated by more than `high`:
+    selectable). Sets with equal keys, an extreme radius or a key between `low` and `high` are left
+    unsettled for the caller to run through the full engine.
+
+    Returns
+    -------
+    counts : ndarray of int64, shape (sets,)
+    settled : ndarray of bool, shape (sets,)
+    """
+    sets, n, dim = key_sets.shape
+    counts = np.zeros(sets, dtype=np.int64)
+    settled = np.zeros(sets, dtype=np.bool_)
+    ids = np.arange(n)
+    out = _allocate_decisions(1, dim)
+    for s in range(sets):
+        if n == 1:
+            settled[s] = True
+            continue
+        if has_equal_rows(key_sets[s]):
+            continue
+        points, safe = _normalized_set(key_sets[s])
+        if safe:
+            settled[s], counts[s] = _count_unselectable_in_set(points, ids, low, high, max_major, out)
+    return counts, settled

@@ -1,0 +1,615 @@
+"""Which keys can win the maximum attention score: exact verdicts with certificates.
+
+Key ``i`` of ``keys`` (n, d) is *selectable* iff some query ``q`` gives it the strictly highest score,
+``q.k_i + b_i > q.k_j + b_j`` for all ``j != i``. Without a bias this holds iff ``k_i`` is a vertex of
+the convex hull of the keys and no other key equals it.
+"""
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .._validation import as_choice, as_points, as_tol, as_vector
+from ..errors import InputError
+from . import _kernels as kernels
+from . import _lowdim as lowdim
+from ._combinations import Combinations, packed_combinations
+from ._geometry import (
+    BORDERLINE_FACTOR,
+    PARALLEL_WORK,
+    RAY_LENGTH,
+    Decisions,
+    affine_frame,
+    decide,
+    solve_with_lp,
+    wolfe_limits,
+)
+
+__all__ = ["Selectability", "Combinations", "selectable_keys", "verify_selectability", "hull_vertices", "default_tol"]
+
+METHODS = ("auto", "wolfe", "lp")
+_DEFAULT_TOL = {"float64": 1e-9, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
+_BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (64 MiB)
+_SCAN_SAMPLE = 2048  # keys whose directions are scanned first (all of them when most certify themselves)
+_FUSED_SCAN_DIM = 32  # up to this dimension the scan runs in numba, above it as BLAS products
+_BATCH_MAX_KEYS = 256  # count_unselectable: larger sets go through the engine one by one
+
+
+def default_tol(values):
+    """Return the default relative tolerance for data stored in the dtype of `values`.
+
+    float64 and integers: 1e-9; float32: 1e-6; float16: 1e-3; bfloat16: 1e-2 -- about ten to a
+    hundred units of rounding of the storage format, relative to the data's radius.
+
+    Examples
+    --------
+    >>> import numpy as np, geomln
+    >>> geomln.default_tol(np.zeros(3, dtype=np.float32))
+    1e-06
+    """
+    dtype = getattr(values, "dtype", None)
+    name = str(dtype).replace("torch.", "") if dtype is not None else "float64"
+    return _DEFAULT_TOL.get(name, 1e-9)
+
+
+@dataclass(frozen=True)
+class Selectability:
+    """Verdicts on which keys can receive the strictly highest attention score, with certificates.
+
+    Attributes
+    ----------
+    selectable_mask : ndarray of bool, shape (n,)
+        True where some query makes the key the strict argmax.
+    n, d : int
+        Number of keys and their dimension.
+    affine_rank : int
+        Dimension of the keys' affine hull (after dropping spreads below ``tol / 4``).
+    duplicate_of : ndarray of intp, shape (n,)
+        Index of another key identical to this one (with the same bias), or -1.
+    witness_queries : ndarray, shape (n, d)
+        For each selectable key a query for which it is the strict argmax of ``q.k + b``; NaN rows
+        for unselectable keys.
+    margins : ndarray, shape (n,)
+        Normalized margin of the witness: ``min_j (q.(k_i - k_j) + b_i - b_j)`` for the unit witness in
+        normalized coordinates, in units of the data radius `scale`; NaN for unselectable keys and inf
+        for a key without competitors (``to_dict`` writes both as null).
+    combinations : Mapping
+        Read-only :class:`Combinations` mapping ``{i: (indices, weights)}`` for each unselectable key:
+        other keys with non-negative weights summing to 1 whose combination equals ``k_i`` up to
+        ``2 * tol * scale`` (with a bias, whose combined bias is at least ``b_i`` up to the same tolerance).
+    borderline_mask : ndarray of bool, shape (n,)
+        Keys whose distance to the hull of the others lies within a factor 10 of ``tol``: their verdict
+        may flip under perturbations of that size.
+    tol : float
+        The relative tolerance used.
+    scale : float
+        The data radius ``max_i |k_i - mean(k)|`` (over distinct keys) that `tol` is relative to.
+    bias_scale : float
+        The bias range ``max_i |b_i - mean(b)|`` (over distinct keys) used to normalize the bias; 1 without one.
+    method : str
+        The method that produced the verdicts.
+    has_bias : bool
+        Whether a bias took part.
+    """
+
+    selectable_mask: np.ndarray
+    n: int
+    d: int
+    affine_rank: int
+    duplicate_of: np.ndarray
+    witness_queries: np.ndarray
+    margins: np.ndarray
+    combinations: Combinations = field(repr=False)
+    borderline_mask: np.ndarray
+    tol: float
+    scale: float
+    bias_scale: float
+    method: str
+    has_bias: bool
+
+    @property
+    def unselectable_indices(self):
+        """Sorted indices of the keys that can never be the strict argmax."""
+        return np.flatnonzero(~self.selectable_mask)
+
+    @property
+    def selectable_indices(self):
+        """Sorted indices of the selectable keys."""
+        return np.flatnonzero(self.selectable_mask)
+
+    @property
+    def n_unselectable(self):
+        """Number of unselectable keys."""
+        return int(self.n - self.selectable_mask.sum())
+
+    @property
+    def fraction_unselectable(self):
+        """Fraction of the keys that are unselectable."""
+        return self.n_unselectable / self.n
+
+    def to_dict(self):
+        """Return a JSON-ready dictionary of the verdicts and their certificates."""
+        return {
+            "n": self.n,
+            "d": self.d,
+            "affine_rank": self.affine_rank,
+            "tol": self.tol,
+            "scale": self.scale,
+            "bias_scale": self.bias_scale,
+            "method": self.method,
+            "has_bias": self.has_bias,
+            "fraction_unselectable": self.fraction_unselectable,
+            "selectable_mask": self.selectable_mask.tolist(),
+            "borderline_mask": self.borderline_mask.tolist(),
+            "duplicate_of": self.duplicate_of.tolist(),
+            "margins": [float(m) if np.isfinite(m) else None for m in self.margins],
+            "witness_queries": {str(i): self.witness_queries[i].tolist() for i in self.selectable_indices},
+            "combinations": {
+                str(i): {"indices": idx.tolist(), "weights": w.tolist()} for i, (idx, w) in self.combinations.items()
+            },
+        }
+
+
+def _find_duplicates(points, bias):
+    """Index of an identical other row of (key, bias) for each row (or -1), and the first copy of each row."""
+    n = points.shape[0]
+    # fast path: identical rows have identical projections, so distinct projections rule duplicates out
+    projection = points @ np.linspace(1.0, 2.0, points.shape[1]) + (0.0 if bias is None else np.pi * bias)
+    projection.sort()
+    if not np.any(projection[1:] == projection[:-1]):
+        return np.full(n, -1, dtype=np.intp), np.arange(n)
+    rows = points if bias is None else np.hstack([points, bias[:, None]])
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    counts = np.bincount(inverse)
+    duplicate_of = np.full(rows.shape[0], -1, dtype=np.intp)
+    repeated = counts[inverse] > 1
+    if repeated.any():
+        order = np.argsort(inverse, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        # point every copy at the next copy of its group (cyclically)
+        position = np.empty_like(order)
+        position[order] = np.arange(order.size)
+        group_start = starts[inverse]
+        next_position = group_start + (position - group_start + 1) % counts[inverse]
+        duplicate_of[repeated] = order[next_position[repeated]]
+    return duplicate_of, np.sort(first)
+
+
+def _witness_scan(lifted, n, has_bias):
+    """Score all keys against the directions of keys; return each key's best certified margin and direction.
+
+    Direction ``i`` is key ``i``'s own normalized coordinates; with a bias (the last lifted coordinate) its
+    bias weight is 0, so it certifies keys that are strict vertices of the keys' own hull, which stay
+    selectable with a large enough query whatever the bias (see :func:`_bias_witnesses`). The strict argmax
+    of every direction is certified by that direction.
+
+    The scan costs ``O(rows * n * d)``. It starts with a fixed sample of ``min(2048, 32 d^2)`` keys and
+    goes on over all keys only when most sampled keys certified themselves (most keys are vertices, as in
+    high dimension); otherwise most keys are interior, the sample's winners seed the working set, and the
+    interior keys are settled far more cheaply by Wolfe's algorithm than by an ``n x n`` scan.
+    """
+    directions = lifted[:, :-1] if has_bias else lifted  # a view: the bias weight of every direction is 0
+    norms = np.linalg.norm(directions, axis=1)
+    norms[norms == 0] = np.inf
+    best_margin = np.full(n, -np.inf)
+    best_direction = np.zeros(n, dtype=np.intp)
+    sample_size = min(_SCAN_SAMPLE, 32 * max(lifted.shape[1], 1) ** 2)  # few vertices in low dimension
+    if n <= sample_size:
+        _scan_rows(directions, norms, np.arange(n), best_margin, best_direction)
+    else:
+        sample = np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False))
+        own = _scan_rows(directions, norms, sample, best_margin, best_direction)
+        if own.mean() > 0.5:
+            rest = np.setdiff1d(np.arange(n), sample)
+            _scan_rows(directions, norms, rest, best_margin, best_direction)
+    unit = np.zeros((n, lifted.shape[1]))
+    unit[:, : directions.shape[1]] = directions[best_direction] / norms[best_direction, None]
+    return best_margin, unit
+
+
+def _scan_rows(directions, norms, rows_to_scan, best_margin, best_direction):
+    """Scan the directions of `rows_to_scan` blockwise, updating the best margins; return own-win flags.
+
+    Scores are ``directions @ directions.T``: a direction scores key ``j`` by its (bias-free) coordinates.
+    """
+    n, dim = directions.shape
+    fused = dim <= _FUSED_SCAN_DIM
+    if fused:
+        directions = np.ascontiguousarray(directions)
+        directions_t = np.ascontiguousarray(directions.T)
+    own_win = np.zeros(rows_to_scan.size, dtype=bool)
+    block = max(1, _BLOCK_ENTRIES // n)
+    for start in range(0, rows_to_scan.size, block):
+        rows = rows_to_scan[start:start + block]
+        if fused:
+            parallel = rows.size * n * dim > PARALLEL_WORK
+            scan = kernels.scan_top_two if parallel else kernels.scan_top_two_serial
+            winner, top, second = scan(directions, directions_t, rows)
+        else:
+            scores = np.ascontiguousarray(directions[rows] @ directions.T)
+            winner, top, second = kernels.top_two(scores, rows, False)
+        margins = (top - second) / norms[rows]
+        own_win[start:start + rows.size] = winner == rows
+        order = np.lexsort((-margins, winner))  # best margin first within each winner
+        first = np.concatenate([[True], winner[order][1:] != winner[order][:-1]])
+        chosen = order[first]
+        better = margins[chosen] > best_margin[winner[chosen]]
+        best_margin[winner[chosen[better]]] = margins[chosen[better]]
+        best_direction[winner[chosen[better]]] = rows[chosen[better]]
+    return own_win
+
+
+def _lift(frame, bias):
+    """Return normalized coordinates, with the normalized bias appended as the last coordinate when given."""
+    if bias is None:
+        return frame.coords, 1.0
+    spread = float(np.abs(bias - bias.mean()).max())
+    bias_scale = spread if spread > 0 else 1.0
+    lifted = np.hstack([frame.coords, ((bias - bias.mean()) / bias_scale)[:, None]])
+    return np.ascontiguousarray(lifted), bias_scale
+
+
+def _bias_witnesses(frame, lifted, keys, directions, bias_scale):
+    """Return queries (original space) and exact normalized margins for unit witness directions (lifted).
+
+    A direction ``(u, beta)`` scores key ``j`` as ``u.y_j + beta * c_j`` (``c`` the normalized bias).
+    When ``beta`` is tiny or negative the keys alone separate the key (the direction came from the
+    bias-free scan, or the ray made the bias irrelevant); it is raised to a quarter of the key-only
+    margin, which keeps the margin above half the key-only margin because ``|c_i - c_j| <= 2``.
+    """
+    m = lifted.shape[0]
+    queries = np.empty((keys.size, frame.basis.shape[0]))
+    margins = np.empty(keys.size)
+    if frame.radius == 0.0:  # all keys are equal: the bias alone decides, for any query
+        queries[:] = 0.0
+        margins[:] = np.inf
+        return queries, margins
+    key_coords, bias_coord = lifted[:, :-1], lifted[:, -1]
+    block = max(1, _BLOCK_ENTRIES // m)
+    for start in range(0, keys.size, block):
+        rows = np.arange(start, min(keys.size, start + block))
+        own = keys[rows]
+        unit = directions[rows, :-1]
+        beta = directions[rows, -1].copy()
+        key_scores = np.ascontiguousarray(unit @ key_coords.T)
+        _, runner_up, _ = kernels.top_two(key_scores, own, True)
+        key_margin = key_scores[rows - start, own] - runner_up
+        weak = beta <= 0.25 * np.minimum(key_margin, 1.0)
+        beta[weak] = 0.25 * np.minimum(key_margin[weak], 1.0)
+        scores = np.ascontiguousarray(key_scores + beta[:, None] * bias_coord[None, :])
+        _, runner_up, _ = kernels.top_two(scores, own, True)
+        margins[rows] = (scores[rows - start, own] - runner_up) / np.sqrt(1.0 + beta * beta - directions[rows, -1] ** 2)
+        queries[rows] = frame.to_original_direction(unit) / frame.radius * (bias_scale / beta)[:, None]
+    return queries, margins
+
+
+def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
+    """Decide exactly which keys can receive the strictly highest attention score ``q.k + b``.
+
+    Parameters
+    ----------
+    keys : array_like, shape (n, d)
+        Key vectors (finite).
+    bias : array_like, shape (n,), optional
+        Additive score per key (e.g. the bias of a softmax output layer).
+    tol : float, optional
+        Relative tolerance (default from the input dtype, see :func:`default_tol`): a key is selectable iff
+        its Euclidean distance to the convex hull of the other keys exceeds ``tol * scale``, where
+        ``scale = max_i |k_i - mean(k)|``. With a bias the bias is centred, divided by its range
+        ``max_i |b_i - mean(b)|`` and appended as a coordinate, and "hull" means the hull of the other
+        lifted keys extended downwards in the bias coordinate. Must be at least 1e-13.
+    method : {"auto", "wolfe", "lp"}
+        "wolfe": witness scan, then Wolfe's minimum-norm-point algorithm inside Clarkson's output-sensitive
+        loop, in numba, with a HiGHS fallback where it stalls; "auto": the same, after a linear-time
+        certification of the deep interior for large low-dimensional sets (see Notes); "lp": one pair of
+        HiGHS linear programs per key (slow; for cross-checks).
+
+    Returns
+    -------
+    Selectability
+        Verdicts, each backed by a witness query or convex-combination weights.
+
+    Raises
+    ------
+    InputError
+        If `keys` is not a finite non-empty 2-D array, `bias` has the wrong length or `tol` is invalid.
+    TypeError
+        If the inputs are not numeric.
+
+    See Also
+    --------
+    verify_selectability : check every certificate independently.
+    hull_vertices : indices of the extreme points.
+
+    Notes
+    -----
+    Keys are deduplicated, centred, scaled by their radius and rotated onto their affine hull, so
+    rank-deficient sets (LayerNorm outputs, ``n <= d``, collinear keys) are handled exactly. A blockwise
+    scan then scores all keys against each key's own direction: every strict argmax with a margin above
+    ``10 * tol`` is certified selectable. For the remaining keys Wolfe's algorithm (1976) finds the
+    nearest point of the hull of a working set of extreme points; a key further than ``tol / 10`` is
+    scanned against all keys with the separating direction, and any key that violates it joins the
+    working set (Clarkson 1994) until the verdict is certain or the distance exact. Memory is
+    ``O(n d + block)``; time is dominated by the ``O(n^2 d)`` scan for large ``d`` and by the Wolfe steps of
+    interior keys for small ``d``. With ``method="auto"``, no bias, at least 20,000 distinct keys spanning
+    ``d <= 4`` dimensions, the keys strictly inside polytopes spanned by extreme keys are first certified in
+    a few linear passes (fan triangulations, see ``geomln/engine/_lowdim.py``) and only the rest go through the
+    steps above; the verdicts are the same.
+
+    Examples
+    --------
+    >>> import geomln
+    >>> square_and_centre = [[0, 0], [2, 0], [0, 2], [2, 2], [1, 1]]
+    >>> result = geomln.selectable_keys(square_and_centre)
+    >>> result.unselectable_indices
+    array([4])
+    >>> idx, w = result.combinations[4]
+    >>> float(w.sum())
+    1.0
+    >>> len(geomln.verify_selectability(square_and_centre, result))
+    0
+    """
+    tol = as_tol(tol, default=default_tol(keys))
+    if tol < 1e-13:
+        raise InputError(f"`tol` must be >= 1e-13 (float64 resolution of relative distances); got {tol}")
+    method = as_choice(method, "method", METHODS)
+    points = as_points(keys, "keys")
+    n, d = points.shape
+    if bias is not None:
+        bias = as_vector(bias, "bias", length=n, length_name="the number of keys")
+    if method == "auto" and bias is None and n >= lowdim.MIN_KEYS and d <= lowdim.MAX_DIM:
+        result = _selectable_low_dimension(points, tol)
+        if result is not None:
+            return result
+    duplicate_of, unique_rows = _find_duplicates(points, bias)
+    unique = points if unique_rows.size == n else points[unique_rows]
+    unique_bias = None if bias is None else bias[unique_rows]
+    frame = affine_frame(unique, tol)
+    lifted, bias_scale = _lift(frame, unique_bias)
+    has_bias = bias is not None
+    outcome = _decide_all(lifted, unique.shape[0], tol, has_bias, method)
+    return _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, *outcome, tol, method)
+
+
+def _decide_all(lifted, m, tol, has_bias, method):
+    """Decide every row of `lifted` (normalized coordinates): witness scan, then the decision loop.
+
+    Returns verdict, borderline and margins (m,), witness directions (m, dim), the rows that went
+    through the decision loop and their :class:`Decisions`.
+    """
+    verdict = np.zeros(m, dtype=bool)
+    borderline = np.zeros(m, dtype=bool)
+    margins = np.full(m, np.nan)
+    directions = np.zeros((m, lifted.shape[1]))
+    undecided = np.empty(0, dtype=np.intp)
+    decisions = Decisions.empty(0, lifted.shape[1])
+    if m == 1:
+        verdict[0] = True
+        margins[0] = np.inf
+    else:
+        undecided = np.arange(m)
+        seeds = np.empty(0, dtype=np.intp)
+        if method != "lp":
+            scan_margin, scan_direction = _witness_scan(lifted, m, has_bias)
+            certain = scan_margin > tol * BORDERLINE_FACTOR
+            verdict[certain] = True
+            margins[certain] = scan_margin[certain]
+            directions[certain] = scan_direction[certain]
+            undecided = np.flatnonzero(~certain)
+            seeds = np.flatnonzero(certain)
+        if undecided.size:
+            decisions = _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method)
+            selectable = (decisions.status != kernels.UNSELECTABLE) & (decisions.margin > tol)
+            verdict[undecided] = selectable
+            borderline[undecided] = (decisions.status == kernels.CONVERGED)
+            margins[undecided[selectable]] = decisions.margin[selectable]
+            directions[undecided[selectable]] = decisions.direction[selectable]
+    return verdict, borderline, margins, directions, undecided, decisions
+
+
+def _selectable_low_dimension(points, tol):
+    """:func:`selectable_keys` for many distinct, full-rank keys in low dimension (see ``_lowdim.py``), or None.
+
+    Keys strictly inside polytopes spanned by extreme keys are certified in a few linear passes; the engine
+    decides the keys left among themselves, which gives the same verdicts as among all keys because every
+    certificate's corners are among them. A witness's margin can only be lowered further by certified
+    keys that use its key as a corner; those are scored exactly. If a margin then no longer clears
+    ``10 * tol``, the path gives up (returns None) and the caller runs the engine on all keys.
+    """
+    frame = lowdim.full_rank_frame(points, tol)
+    certified = None if frame is None else lowdim.certify_interior(frame.coords, tol)
+    if certified is None:
+        return None
+    left, blocks = certified
+    sub = np.ascontiguousarray(frame.coords[left])
+    verdict, borderline, margins, directions, undecided, decisions = _decide_all(sub, left.size, tol, False, "auto")
+    n, d = points.shape
+    unit = np.full((n, d), np.nan)
+    unit[left[verdict]] = directions[verdict]
+    exact = np.full(n, np.inf)
+    exact[left[verdict]] = margins[verdict]
+    lowdim.lower_corner_margins(frame.coords, blocks, unit, exact)
+    if not (exact[left[verdict]] > tol * BORDERLINE_FACTOR).all():
+        return None
+    margins[verdict] = exact[left[verdict]]
+    result = _assemble(points, 1.0, frame, sub, False, np.full(n, -1, dtype=np.intp), left, verdict,
+                       borderline, margins, directions, undecided, decisions, tol, "auto")
+    combinations = result.combinations
+    for keys, simplex, corner_keys, weights in blocks:
+        combinations = combinations.extended(keys, weights, corner_keys, rows=simplex)
+    return replace(result, combinations=combinations)
+
+
+def count_unselectable(key_sets, tol):
+    """Return the number of unselectable keys in each of many bias-free key sets of one shape.
+
+    For Monte Carlo runs over many small sets: one numba call settles most sets with the engine's own
+    decision rules and certificates (see ``count_unselectable_sets``); the few it leaves unsettled (equal
+    keys, borderline or stalled keys) go through :func:`selectable_keys`. Sets of more than 256 keys, where
+    the batch kernel's scan against all keys costs more than the engine's working-set loop, go through
+    :func:`selectable_keys` one by one. Each count equals
+    ``selectable_keys(key_sets[s], tol=tol).n_unselectable``.
+
+    Parameters
+    ----------
+    key_sets : ndarray, shape (sets, n, d)
+        Finite float64 keys (validated by the caller).
+    tol : float
+        Relative tolerance, as in :func:`selectable_keys`.
+
+    Returns
+    -------
+    ndarray of int64, shape (sets,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> square_and_centre = [[0, 0], [2, 0], [0, 2], [2, 2], [1, 1]]
+    >>> house = [[0, 0], [2, 0], [0, 2], [2, 2], [1, 3]]
+    >>> count_unselectable(np.array([square_and_centre, house], dtype=float), 1e-9)
+    array([1, 0])
+    """
+    key_sets = np.ascontiguousarray(key_sets, dtype=np.float64)
+    if key_sets.shape[1] > _BATCH_MAX_KEYS:  # the batch kernel's O(n^2) steps lose to the engine's O(n h)
+        return np.array([selectable_keys(keys, tol=tol).n_unselectable for keys in key_sets], dtype=np.int64)
+    low, high, max_major = wolfe_limits(tol, key_sets.shape[2])
+    counts, settled = kernels.count_unselectable_sets(key_sets, low, high, max_major)
+    for unsettled in np.flatnonzero(~settled):
+        counts[unsettled] = selectable_keys(key_sets[unsettled], tol=tol).n_unselectable
+    return counts
+
+
+def _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method):
+    if method == "lp":
+        decisions = Decisions.empty(undecided.size, lifted.shape[1])
+        for slot, key in enumerate(undecided):
+            solve_with_lp(lifted, m, key, RAY_LENGTH if has_bias else 0.0, tol, slot, decisions)
+        return decisions
+    return decide(lifted, m, undecided, seeds, tol, ray=RAY_LENGTH if has_bias else 0.0)
+
+
+def _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, verdict,
+              borderline, margins, directions, undecided, decisions, tol, method):
+    n, d = points.shape
+    m = unique_rows.size
+    selectable_mask = np.zeros(n, dtype=bool)
+    selectable_mask[unique_rows] = verdict
+    selectable_mask[duplicate_of >= 0] = False
+    witness = np.full((n, d), np.nan)
+    full_margins = np.full(n, np.nan)
+    borderline_mask = np.zeros(n, dtype=bool)
+    borderline_mask[unique_rows] = borderline
+    chosen = np.flatnonzero(selectable_mask[unique_rows])
+    if m == 1:
+        witness[unique_rows[chosen]] = 0.0
+        full_margins[unique_rows[chosen]] = np.inf
+    elif not has_bias:
+        witness[unique_rows[chosen]] = frame.to_original_direction(directions[chosen])
+        full_margins[unique_rows[chosen]] = margins[chosen]
+    else:
+        witness[unique_rows[chosen]], full_margins[unique_rows[chosen]] = _bias_witnesses(
+            frame, lifted, chosen, directions[chosen], bias_scale)
+    unselectable = np.flatnonzero(~verdict & (duplicate_of[unique_rows] < 0))
+    combinations = packed_combinations(unselectable, undecided, decisions, unique_rows, duplicate_of)
+    return Selectability(
+        selectable_mask=selectable_mask, n=n, d=d, affine_rank=frame.rank, duplicate_of=duplicate_of,
+        witness_queries=witness, margins=full_margins, combinations=combinations,
+        borderline_mask=borderline_mask, tol=tol, scale=frame.radius, bias_scale=bias_scale, method=method,
+        has_bias=has_bias,
+    )
+
+
+def verify_selectability(keys, result, *, bias=None):
+    """Check every certificate of a :class:`Selectability` result independently, with plain NumPy.
+
+    A selectable key's witness query must make it the strict argmax of ``keys @ q + bias``. An
+    unselectable key's combination must use other keys with weights ``>= 0`` summing to 1, reproduce the
+    key within ``2 * tol * scale`` and, with a bias, reach its bias within ``2 * tol * bias_scale``.
+
+    Parameters
+    ----------
+    keys : array_like, shape (n, d)
+        The keys the result was computed for.
+    result : Selectability
+        The verdicts to check.
+    bias : array_like, shape (n,), optional
+        The bias the result was computed with.
+
+    Returns
+    -------
+    ndarray of intp
+        Sorted indices of the keys whose certificate fails (empty when all hold).
+
+    Examples
+    --------
+    >>> import geomln
+    >>> keys = [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.2, 0.2]]
+    >>> result = geomln.selectable_keys(keys)
+    >>> geomln.verify_selectability(keys, result).size
+    0
+    """
+    points = as_points(keys, "keys")
+    n = points.shape[0]
+    if result.n != n or result.d != points.shape[1]:
+        raise InputError(f"`result` is for keys of shape ({result.n}, {result.d}); got `keys` of shape {points.shape}")
+    offsets = np.zeros(n) if bias is None else as_vector(bias, "bias", length=n, length_name="the number of keys")
+    failed = np.zeros(n, dtype=bool)
+    selectable = np.flatnonzero(result.selectable_mask)
+    block = max(1, _BLOCK_ENTRIES // n)
+    for start in range(0, selectable.size, block):
+        rows = selectable[start:start + block]
+        queries = result.witness_queries[rows]
+        if not np.isfinite(queries).all():
+            failed[rows[~np.isfinite(queries).all(axis=1)]] = True
+            queries = np.nan_to_num(queries)
+        scores = queries @ points.T + offsets
+        own = scores[np.arange(rows.size), rows].copy()
+        scores[np.arange(rows.size), rows] = -np.inf
+        failed[rows[~(own > scores.max(axis=1))]] = True
+    unselectable = np.flatnonzero(~result.selectable_mask)
+    for key in unselectable:
+        certificate = result.combinations.get(int(key))
+        if certificate is None:
+            failed[key] = True
+            continue
+        indices, weights = (np.asarray(part) for part in certificate)
+        if (indices.size == 0 or indices.size != weights.size or np.any(indices == key) or np.any(indices < 0)
+                or np.any(indices >= n) or np.any(weights < -1e-12) or abs(weights.sum() - 1.0) > 1e-9):
+            failed[key] = True
+            continue
+        residual = np.linalg.norm(weights @ points[indices] - points[key])
+        deficit = offsets[key] - weights @ offsets[indices]
+        slack = 2.0 * result.tol
+        if residual > slack * result.scale + 1e-12 * (1 + result.scale) or (
+                deficit > slack * result.bias_scale + 1e-12 * (1 + result.bias_scale)):
+            failed[key] = True
+    return np.flatnonzero(failed)
+
+
+def hull_vertices(points, *, tol=None):
+    """Return the indices of the extreme points (vertices of the convex hull) of a point set.
+
+    Parameters
+    ----------
+    points : array_like, shape (n, d)
+        Any finite points; rank-deficient sets are handled in their affine hull.
+    tol : float, optional
+        Relative tolerance, as in :func:`selectable_keys`.
+
+    Returns
+    -------
+    ndarray of intp
+        Sorted indices of the vertices; for a vertex that occurs several times, its first copy.
+
+    Examples
+    --------
+    >>> import geomln
+    >>> geomln.hull_vertices([[0, 0], [1, 0], [0, 1], [1, 0], [0.2, 0.2]])
+    array([0, 1, 2])
+    """
+    array = as_points(points, "points")
+    _, first = np.unique(array, axis=0, return_index=True)
+    first = np.sort(first)
+    result = selectable_keys(array[first], tol=as_tol(tol, default=default_tol(points)))
+    return first[result.selectable_mask]
