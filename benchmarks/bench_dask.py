@@ -22,6 +22,7 @@ import time
 import distributed
 
 import geomln
+from geomln.montecarlo._cells import warm_for_dask
 
 DEFAULT_GRID = {"n": range(3, 61), "d": range(3, 16), "normalization": ["none", "layernorm"]}
 LARGE_GRID = {"n": range(200, 1001, 200), "d": [4, 8, 16], "normalization": "none"}
@@ -60,7 +61,7 @@ def overhead(trials):
     own, own_wall = _run('executor="dask", own LocalCluster', grid, workers=2, executor="dask")
     start = time.perf_counter()
     cluster, client = _cluster(2)
-    client.run(geomln.executors.warm_worker)
+    client.run(geomln.executors.warm_worker, warm_for_dask)
     ready = time.perf_counter() - start
     try:
         warm, warm_wall = _run("executor=client (running, warm cluster)", grid, executor=client)
@@ -83,7 +84,7 @@ def scaling(trials):
     walls, tables = {}, {}
     for workers in (1, 2):
         cluster, client = _cluster(workers)
-        client.run(geomln.executors.warm_worker)
+        client.run(geomln.executors.warm_worker, warm_for_dask)
         print(f"  load {os.getloadavg()[0]:.1f}")
         try:
             result, walls[workers] = _run(f"running LocalCluster, {workers} worker(s)", grid, executor=client)

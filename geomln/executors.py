@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import threading
-import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, CancelledError, wait
 
@@ -40,7 +39,7 @@ TASK_RETRIES = 1
 _EXTRA_HINT = 'install the optional extra: pip install "geomln[dask]"'
 
 
-def resolve_executor(executor, scheduler, workers):
+def resolve_executor(executor, scheduler, workers, *, warmup=None):
     """Validate ``executor``/``scheduler``/``workers``; return None for the local path, else a :class:`DaskRunner`.
 
     Parameters
@@ -50,6 +49,9 @@ def resolve_executor(executor, scheduler, workers):
         Address of a running Dask scheduler (only with ``"dask"``).
     workers : int or None
         Worker processes of a LocalCluster that ``"dask"`` starts when there is no `scheduler`.
+    warmup : callable, optional
+        Module-level function each Dask worker runs once before its first task (see :func:`warm_worker`);
+        required for ``"dask"``.
 
     Returns
     -------
@@ -94,7 +96,7 @@ def resolve_executor(executor, scheduler, workers):
                 f"`workers` sets the size of a local Dask cluster; a distributed.Client brings its own workers. "
                 f"Drop `workers` (got {workers})"
             )
-        return DaskRunner(client=executor)
+        return DaskRunner(client=executor, warmup=warmup)
     if not isinstance(executor, str):
         raise TypeError(
             f"`executor` must be 'local', 'dask' or a distributed.Client; got {type(executor).__name__} {executor!r}"
@@ -110,7 +112,7 @@ def resolve_executor(executor, scheduler, workers):
             f"`workers` sets the size of a local Dask cluster; with `scheduler` {scheduler!r} the "
             f"cluster's own workers are used. Drop `workers` (got {workers})"
         )
-    return DaskRunner(scheduler=scheduler, workers=workers)
+    return DaskRunner(scheduler=scheduler, workers=workers, warmup=warmup)
 
 
 def _is_client(value):
@@ -262,28 +264,19 @@ _WARM_LOCK = threading.Lock()
 _WARM = {}
 
 
-def warm_worker():
-    """Compile or load the engine kernels once per worker process; return (warm-up seconds, unit seconds).
+def warm_worker(warmup):
+    """Run ``warmup()`` once per worker process; return (warm-up seconds, unit seconds).
 
-    The unit is the measured time of one engine call on 40 Gaussian keys in R^8 (the cost model's scale).
-    A second call in the same process returns (0.0, the stored unit).
+    `warmup` (module level, from the concept that runs: e.g. the Monte Carlo's cells) compiles or loads the
+    kernels its tasks use and returns ``(seconds it took, unit)``, the unit being the measured time of one
+    reference engine call (the cost model's scale). A second call in the same process returns
+    ``(0.0, the stored unit)``.
     """
     with _WARM_LOCK:
-        if "unit" in _WARM:
-            return 0.0, _WARM["unit"]
-        import numpy as np
-
-        from .engine.selectability import selectable_keys
-        from .montecarlo._cells import warmup
-
-        warm = warmup()
-        seconds = []
-        for keys in np.random.default_rng(0).standard_normal((9, 40, 8)):
-            start = time.perf_counter()
-            selectable_keys(keys)
-            seconds.append(time.perf_counter() - start)
-        _WARM["unit"] = float(np.median(seconds))  # the median: robust to a busy neighbour
-        return warm, _WARM["unit"]
+        if warmup not in _WARM:
+            _WARM[warmup] = warmup()
+            return _WARM[warmup]
+        return 0.0, _WARM[warmup][1]
 
 
 def shared_value(value):
@@ -291,9 +284,9 @@ def shared_value(value):
     return value
 
 
-def run_chunk(function, shared, items):
+def run_chunk(function, shared, items, warmup):
     """Dask task: ``[function(*shared, *item) for item in items]`` and the warm-up seconds it needed."""
-    warm, _ = warm_worker()
+    warm, _ = warm_worker(warmup)
     return [function(*shared, *item) for item in items], warm
 
 
@@ -309,6 +302,8 @@ class DaskRunner:
     workers : int, optional
     client : distributed.Client, optional
         An existing client (left open on exit).
+    warmup : callable
+        Run once in every worker (:func:`warm_worker`): compiles the kernels, measures the unit.
 
     Attributes
     ----------
@@ -321,10 +316,11 @@ class DaskRunner:
         Median measured time of one reference engine call on the workers (scales the cost model).
     """
 
-    def __init__(self, *, scheduler=None, workers=None, client=None):
+    def __init__(self, *, scheduler=None, workers=None, client=None, warmup=None):
         self.scheduler = scheduler
         self.workers = None if workers is None else as_positive_int(workers, "workers")
         self.client = client
+        self.warmup = warmup
         self._owned = []
         self.warm_seconds = 0.0
         self.unit_seconds = 1e-3
@@ -347,7 +343,7 @@ class DaskRunner:
                 self._owned.append(cluster)
                 self.client = distributed.Client(cluster, set_as_default=False)
                 self._owned.insert(0, self.client)
-            warm = self.client.run(warm_worker)
+            warm = self.client.run(warm_worker, self.warmup)
         except (OSError, TimeoutError) as exc:
             self.__exit__(None, None, None)
             where = f"the Dask scheduler at `scheduler` {self.scheduler!r}" if self.scheduler else "Dask"
@@ -395,7 +391,8 @@ class DaskRunner:
                 warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
                 shared_futures = [client.submit(shared_value, value, pure=False) for value in shared]
             for items in chunks:
-                future = client.submit(run_chunk, function, shared_futures, items, retries=TASK_RETRIES, pure=False)
+                future = client.submit(run_chunk, function, shared_futures, items, self.warmup, retries=TASK_RETRIES,
+                                       pure=False)
                 futures[future] = items
             for future in distributed.as_completed(futures, loop=client.loop):
                 if future.status == "error" and not isinstance(future.exception(), distributed.KilledWorker):

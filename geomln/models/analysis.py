@@ -18,6 +18,7 @@ import numpy as np
 from .._validation import as_choice, as_tol, as_vector
 from .._version import __version__
 from ..engine.selectability import default_tol, selectable_keys
+from ..engine.warmup import warm_engine
 from ..errors import DataFileError, InputError
 from ..executors import chunk, estimated_seconds, resolve_executor
 from ..geometry.layernorm import layer_norm, project, rms_norm, scale
@@ -420,7 +421,7 @@ def analyze_keys(keys, *, bias=None, causal=False, queries=None, normalization=N
     if query_norm is not None and (isinstance(query_norm, bool) or not isinstance(query_norm, numbers.Real)
                                    or not np.isfinite(query_norm) or query_norm <= 0):
         raise InputError(f"`query_norm` must be a finite number > 0; got {query_norm!r}")
-    runner = resolve_executor(executor, scheduler, None)
+    runner = resolve_executor(executor, scheduler, None, warmup=warm_engine)
     total = key_array.n_slices
     callback, bar = _progress(progress, total)
     rows = []

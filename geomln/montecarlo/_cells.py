@@ -14,6 +14,7 @@ import numpy as np
 
 from .._validation import as_points
 from ..engine.selectability import count_unselectable, default_tol
+from ..engine.warmup import reference_seconds
 from ..errors import InputError
 from ..geometry.layernorm import project, scale
 
@@ -30,6 +31,7 @@ __all__ = [
     "init_worker",
     "run_cell_in_worker",
     "warmup",
+    "warm_for_dask",
     "wilson_interval",
     "mean_interval",
 ]
@@ -160,6 +162,14 @@ def warmup():
     start = time.perf_counter()
     count_unselectable(np.random.default_rng(0).standard_normal((2, 40, 3)), 1e-9)
     return time.perf_counter() - start
+
+
+def warm_for_dask():
+    """Dask worker warm-up: :func:`warmup`, then the engine's reference time; return (seconds, unit)."""
+    start = time.perf_counter()
+    warmup()
+    unit = reference_seconds()  # the rare sets the batch kernel leaves go through the engine
+    return time.perf_counter() - start, unit
 
 
 _WORKER = {}

@@ -383,7 +383,7 @@ def estimate_unselectable(
     entropy = np.random.SeedSequence(seed).entropy
     if workers is not None:
         workers = as_positive_int(workers, "workers")
-    runner = resolve_executor(executor, scheduler, workers)
+    runner = resolve_executor(executor, scheduler, workers, warmup=cells.warm_for_dask)
     if resume and checkpoint is None:
         raise InputError("`resume` needs a `checkpoint` path to resume from")
     samplers, described = _resolve_distributions(distribution, keys)
