@@ -161,7 +161,10 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
         decisions.direction[pending] = direc
         decisions.support[pending, : supp.shape[1]], decisions.weights[pending, : wts.shape[1]] = supp, wts
         need = st == kernels.NEED_POINT
-        candidates = np.union1d(candidates, violator[need])
+        repeated = need & np.isin(violator, candidates)  # no progress for these keys: the LP decides them
+        decisions.status[pending[repeated]] = kernels.STALLED
+        need &= ~repeated
+        candidates = np.union1d(candidates, violator[need])  # grows every round: at most n rounds
         pending = pending[need]
     for slot in np.flatnonzero(decisions.status == kernels.STALLED):
         solve_with_lp(points, n, keys[slot], ray, tol, slot, decisions)
