@@ -17,6 +17,7 @@ __all__ = [
     "as_points",
     "as_vector",
     "as_tol",
+    "as_bounded",
     "as_rng",
     "as_choice",
     "as_positive_int",
@@ -108,6 +109,29 @@ def as_vector(value, name, *, length=None, length_name=None):
         raise InputError(f"`{name}` must have length {length}{what}; got length {array.shape[0]}")
     if array.shape[0] == 0:
         raise InputError(f"`{name}` must not be empty; got shape {array.shape}")
+    return array
+
+
+#: largest magnitude the geometry accepts: sums and squares of (scaled) entries must stay finite
+MAX_MAGNITUDE = 1e300
+
+
+def as_bounded(array, name):
+    """Return the finite float64 `array` if every entry is at most :data:`MAX_MAGNITUDE` in magnitude.
+
+    Raises
+    ------
+    InputError
+        If an entry is larger, naming the limit and the first such entry.
+    """
+    peak = np.abs(array)
+    if array.size and peak.max() > MAX_MAGNITUDE:
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmax(peak > MAX_MAGNITUDE)), array.shape))
+        raise InputError(
+            f"`{name}` must have entries of magnitude <= {MAX_MAGNITUDE:.0e} (sums and squares of larger floats "
+            f"overflow); got {array[first]:.3e} at index {first}. Divide by a constant first: verdicts do not "
+            "depend on the unit"
+        )
     return array
 
 

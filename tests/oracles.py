@@ -10,6 +10,8 @@ Nothing here imports geomln: every function is a direct transcription of a defin
   to a solution; a solution (q, s) gives q / s). Without the ``s`` the LP would be wrong for biases of any
   fixed size: ``k_i = k_j``, ``b_i - b_j = 0.5`` is selectable over j but ``0.5 >= 1`` fails.
 - ``exact_*``: :class:`fractions.Fraction` checks of certificates for inputs whose floats are exact.
+- :func:`certificate_failures`: every certificate of a result on any finite input; combinations in exact
+  rationals (so no offset or unit costs precision), witnesses in floats about the mean.
 """
 
 import itertools
@@ -27,6 +29,7 @@ __all__ = [
     "exact_combination_holds",
     "exact_witness_holds",
     "exact_verdicts_hold",
+    "certificate_failures",
 ]
 
 
@@ -181,4 +184,65 @@ def exact_verdicts_hold(keys, result):
             reason = exact_combination_holds(keys, key, support)
             if reason is not None:
                 failures.append((key, reason))
+    return failures
+
+
+def _unit_radius(keys):
+    """The keys in units of a power of two (about 1, exact) and their distinct radius in those units."""
+    k = np.asarray(keys, dtype=float)
+    unit = 2.0 ** -np.frexp(np.abs(k).max())[1] if k.size and np.abs(k).max() > 0 else 1.0
+    scaled = np.unique(k * unit, axis=0)
+    return k * unit, unit, float(np.sqrt(((scaled - scaled.mean(axis=0)) ** 2).sum(axis=1)).max())
+
+
+def certificate_failures(keys, result, bias=None):
+    """Keys whose certificate fails, checked without geomln: ``{key: reason}`` (empty when all hold).
+
+    A witness must make its key the strict argmax of ``q.k + b`` (scores in floats about the mean: the
+    margins the engine reports are at least ``tol`` and far above their rounding). A combination must use
+    other keys with weights >= 0 summing to 1 (to 1e-9) and reproduce the key within ``2 tol`` times the
+    independently computed distinct radius -- with a bias, reach its bias within ``2 tol`` times the bias
+    range -- where the residual is computed exactly in rationals from the float weights and keys.
+    """
+    k, unit, radius = _unit_radius(keys)
+    n = k.shape[0]
+    b = np.zeros(n) if bias is None else np.asarray(bias, dtype=float)
+    b_scaled, b_unit, _ = _unit_radius(b[:, None])
+    b_scaled = b_scaled[:, 0]
+    distinct = np.unique(np.column_stack([k, b_scaled]), axis=0)[:, -1]
+    bias_range = float(np.abs(distinct - distinct.mean()).max()) if bias is not None else 0.0
+    bias_range = bias_range if bias_range > 0 else b_unit  # the engine's bias_scale is 1 without a spread
+    failures = {}
+    centred = k - k.mean(axis=0)
+    for key in np.flatnonzero(result.selectable_mask):
+        q = result.witness_queries[key]
+        if not np.isfinite(q).all():
+            failures[int(key)] = "non-finite witness"
+            continue
+        scores = centred @ q / unit + (b_scaled - b_scaled.mean()) / b_unit
+        if not (scores[key] > np.delete(scores, key).max(initial=-np.inf)):
+            failures[int(key)] = "witness does not make the key the strict argmax"
+    slack = 2 * result.tol
+    for key in np.flatnonzero(~result.selectable_mask):
+        if int(key) not in result.combinations:
+            failures[int(key)] = "no combination"
+            continue
+        indices, weights = (np.asarray(part) for part in result.combinations[int(key)])
+        if indices.size == 0 or key in indices or (weights < 0).any() or abs(weights.sum() - 1) > 1e-9:
+            failures[int(key)] = "malformed combination"
+            continue
+        w = [Fraction(float(v)) for v in weights]
+        total = sum(w)
+        residual2 = sum(
+            (sum(wj * Fraction(float(k[j, t])) for wj, j in zip(w, indices, strict=True)) / total
+             - Fraction(float(k[key, t]))) ** 2
+            for t in range(k.shape[1])
+        )
+        if residual2 > Fraction(slack * radius) ** 2:
+            failures[int(key)] = f"residual {float(residual2) ** 0.5 / radius:.3g} radius above 2 tol"
+        elif bias is not None:
+            deficit = Fraction(float(b_scaled[key])) - sum(
+                wj * Fraction(float(b_scaled[j])) for wj, j in zip(w, indices, strict=True)) / total
+            if deficit > Fraction(slack * bias_range):
+                failures[int(key)] = "combined bias falls short"
     return failures

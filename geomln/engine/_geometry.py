@@ -143,16 +143,10 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
     count = keys.shape[0]
     decisions = Decisions.empty(count, dim)
     candidates = _seed_candidates(points, n, seeds)
-    sites = points[:n]
-    if ray > 0:
-        shifted = sites.copy()
-        shifted[:, -1] -= ray
-        sites = np.vstack([sites, shifted])
-    sites_t = np.ascontiguousarray(sites.T)
-    site_norm2 = (sites * sites).sum(axis=1)
+    sites_t, site_norm2 = _sites(points, n, ray)
     pending = np.arange(count)
     while pending.size:
-        work = pending.size * (candidates.size + sites.shape[0]) * dim
+        work = pending.size * (candidates.size + sites_t.shape[1]) * dim
         kernel = kernels.distance_to_hull_batch if work > PARALLEL_WORK else kernels.distance_to_hull_serial
         result = kernel(points, keys[pending], n, ray > 0, candidates, np.ascontiguousarray(sites_t[:, candidates]),
                         site_norm2[candidates], sites_t, low, high, max_major)
@@ -161,15 +155,50 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
         decisions.direction[pending] = direc
         decisions.support[pending, : supp.shape[1]], decisions.weights[pending, : wts.shape[1]] = supp, wts
         need = st == kernels.NEED_POINT
-        candidates = np.union1d(candidates, violator[need])
+        repeated = need & np.isin(violator, candidates)  # no progress for these keys: the LP decides them
+        decisions.status[pending[repeated]] = kernels.STALLED
+        need &= ~repeated
+        candidates = np.union1d(candidates, violator[need])  # grows every round: at most n rounds
         pending = pending[need]
     for slot in np.flatnonzero(decisions.status == kernels.STALLED):
         solve_with_lp(points, n, keys[slot], ray, tol, slot, decisions)
     return decisions
 
 
+def _sites(points, n, ray):
+    """Return the sites as columns (dim, total): the n points, then (with a ray) their copies shifted down it."""
+    sites = points[:n]
+    if ray > 0:
+        shifted = sites.copy()
+        shifted[:, -1] -= ray
+        sites = np.vstack([sites, shifted])
+    return np.ascontiguousarray(sites.T), (sites * sites).sum(axis=1)
+
+
+def _solve_with_all_sites(points, n, key, ray, tol, slot, decisions):
+    """Decide key `slot` by Wolfe's algorithm against every site at once; return False if it stalled too."""
+    low, high, max_major = wolfe_limits(tol, points.shape[1])
+    sites_t, site_norm2 = _sites(points, n, ray)
+    ids = np.arange(sites_t.shape[1])
+    st, dist, marg, direc, supp, wts, _ = kernels.distance_to_hull_serial(
+        points, np.array([key]), n, ray > 0, ids, sites_t, site_norm2, sites_t, low, high, 4 * max_major)
+    if st[0] == kernels.STALLED:
+        return False
+    decisions.status[slot], decisions.distance[slot], decisions.margin[slot] = st[0], dist[0], marg[0]
+    decisions.direction[slot] = direc[0]
+    decisions.support[slot] = -1
+    decisions.weights[slot] = 0.0
+    decisions.support[slot, : supp.shape[1]], decisions.weights[slot, : wts.shape[1]] = supp[0], wts[0]
+    return True
+
+
 def solve_with_lp(points, n, key, ray, tol, slot, decisions):
-    """Decide key `slot` exactly with two HiGHS linear programs (the fallback where Wolfe's algorithm stalled)."""
+    """Decide key `slot` with two HiGHS linear programs (the fallback where Wolfe's algorithm stalled).
+
+    HiGHS meets its constraints only to about 1e-7, so a solution is used only where it certifies the
+    verdict by itself (a combination within `tol`, or a witness margin above `tol`, both recomputed
+    exactly); otherwise Wolfe's algorithm runs against all sites, which resolves distances near `tol`.
+    """
     status, distance, margin, direction = decisions.status, decisions.distance, decisions.margin, decisions.direction
     from scipy.optimize import linprog  # imported here: scipy.optimize alone would double geomln's import time
     others = np.setdiff1d(np.arange(n), [key])
@@ -220,9 +249,12 @@ def solve_with_lp(points, n, key, ray, tol, slot, decisions):
     if separate.status == 0 and -separate.fun > 0:
         q = separate.x[:dim]
         unit = q / np.linalg.norm(q)
-        margin[slot] = float(np.min((target - lifted) @ unit))
-        direction[slot] = unit
-        distance[slot] = max(distance[slot], margin[slot])
-        status[slot] = kernels.SELECTABLE if margin[slot] > tol * BORDERLINE_FACTOR else kernels.CONVERGED
-        return
-    raise RuntimeError(f"both HiGHS formulations failed for key {key}; please report this input")
+        exact_margin = float(np.min((target - lifted) @ unit))
+        if exact_margin > tol:
+            margin[slot] = exact_margin
+            direction[slot] = unit
+            distance[slot] = max(distance[slot], exact_margin)
+            status[slot] = kernels.SELECTABLE if exact_margin > tol * BORDERLINE_FACTOR else kernels.CONVERGED
+            return
+    if not _solve_with_all_sites(points, n, key, ray, tol, slot, decisions):
+        raise RuntimeError(f"neither HiGHS nor Wolfe's algorithm decided key {key}; please report this input")

@@ -239,25 +239,48 @@ def _minor_cycle(corral, corral_ids, weights, size, workspace, valid):
 
 
 @jit
+def _normal_part(q, rows, x, out):
+    """Write into `out` the part of `x` orthogonal to the orthonormal rows ``q[:rows]``, projected twice.
+
+    ``x = sum_k w_k (p_k - o)`` is rounded to about ``1e-16`` absolutely, so when ``|x|`` is tiny its
+    direction is only known to ``1e-16 / |x|``; the projection removes that rounding along the corral's
+    affine hull (the second pass removes the first pass's own rounding: "twice is enough"), leaving the
+    normal from the origin to that affine hull to about ``1e-16`` relative.
+    """
+    for t in range(x.shape[0]):
+        out[t] = x[t]
+    for _ in range(2):
+        for j in range(rows):
+            projection = _row_dot(q, j, out)
+            for t in range(out.shape[0]):
+                out[t] -= projection * q[j, t]
+
+
+@jit
 def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, high, max_major):
     """Wolfe's algorithm: the point of ``conv(candidates) - origin`` closest to the origin.
 
     Candidates are the columns of `cand_t` (dim, m) with ids `cand_ids`; ids equal to `skip_a` or `skip_b`
     (the key itself and its virtual copy) are skipped. `cand_norm2` holds the squared column norms. Stops
-    early once the distance is <= `low`.
+    once the distance is <= `low`, once the witness ``-normal`` separates the origin from every candidate
+    by more than `high`, or once its margin is within `low` of ``|x|`` (the distance is then known to
+    `low`). Candidates are scored with the normal (see :func:`_normal_part`), not with the rounded `x`.
 
     Returns
     -------
     x : ndarray, shape (dim,)
-        The nearest point (relative to the origin).
+        The nearest point (relative to the origin), as the convex combination of the support.
+    normal : ndarray, shape (dim,)
+        `x` with its rounding along the support's affine hull removed: the witness direction is ``-normal``.
     support : ndarray of intp, shape (k,)
         Candidate ids with positive weight.
     weights : ndarray, shape (k,)
         Their convex weights.
     stalled : bool
-        True if the algorithm stopped on a numerical stall rather than optimality or `low`.
+        True if the algorithm stopped without meeting a stopping rule (numerically degenerate corral, a
+        repeated entering point or `max_major` iterations).
     separated : bool
-        True if it stopped early because ``-x`` already separates the origin from every candidate by a
+        True if it stopped early because ``-normal`` already separates the origin from every candidate by a
         margin above `high` (then `x` is not the nearest point, only a good enough witness direction).
     """
     dim, count = cand_t.shape
@@ -283,33 +306,33 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, hi
         corral[0, t] = cand_t[t, first] - origin[t]
     weights[0] = 1.0
     x = corral[0].copy()
+    normal = x.copy()
     stalled = True  # unless a stopping rule below is met within max_major iterations
     separated = False
-    valid = 0  # columns of the workspace's QR factorisation that match the corral
+    valid = 0  # columns of the workspace's QR factorisation that match the corral (size - 1 after a cycle)
     for _ in range(max_major):
         norm2 = (x * x).sum()
         if norm2 <= low * low:
             stalled = False
             break
-        origin_dot = (origin * x).sum()
-        _scores_into(cand_t, x, scores)
+        _normal_part(workspace[0], valid, x, normal)
+        normal_norm = max(np.sqrt((normal * normal).sum()), 1e-300)
+        origin_dot = (origin * normal).sum()
+        _scores_into(cand_t, normal, scores)
         entering = -1
         smallest = np.inf
         for k in range(count):
             if scores[k] < smallest and cand_ids[k] != skip_a and cand_ids[k] != skip_b:
                 smallest = scores[k]
                 entering = k
-        smallest -= origin_dot
-        if smallest > high * np.sqrt(norm2):  # -x beats every candidate by more than `high`: witness found
+        margin = (smallest - origin_dot) / normal_norm
+        if margin > high:  # -normal beats every candidate by more than `high`: witness found
             stalled = False
             separated = True
             break
-        scale2 = 0.0
-        for k in range(size):
-            scale2 = max(scale2, _row_dot(corral, k, corral[k]))
-        if norm2 - smallest <= 1e-13 * max(scale2, 1e-300):
+        if np.sqrt(norm2) - margin <= low:
             stalled = False
-            break  # optimal: no candidate lies beyond the supporting plane at x
+            break  # optimal to `low`: the margin of -normal nearly reaches the distance |x|
         already = False
         for k in range(size):
             if corral_ids[k] == entering:
@@ -331,7 +354,7 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, hi
     support = np.empty(size, dtype=np.intp)
     for k in range(size):
         support[k] = cand_ids[corral_ids[k]]
-    return x, support, weights[:size].copy(), stalled, separated
+    return x, normal, support, weights[:size].copy(), stalled, separated
 
 
 @jit
@@ -347,8 +370,8 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
     dim = points.shape[1]
     key_ray = key + n if has_ray else -1
     origin = points[key]
-    x, ids, w, stalled, separated = min_norm_point(origin, cand_ids, cand_t, cand_norm2, key, key_ray, low, high,
-                                                   max_major)
+    x, normal, ids, w, stalled, separated = min_norm_point(origin, cand_ids, cand_t, cand_norm2, key, key_ray, low,
+                                                           high, max_major)
     for k in range(ids.shape[0]):
         support[row, k] = ids[k]
         weights[row, k] = w[k]
@@ -360,24 +383,24 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
     if stalled:
         status[row] = STALLED
         return
-    # witness q = -x / |x|: margin over site c is q.(p_key - p_c) = (x.p_c - x.p_key) / |x|
+    # witness q = -normal / |normal|: margin over site c is q.(p_key - p_c) = (normal.p_c - normal.p_key) / |normal|
+    normal_norm = max(np.sqrt((normal * normal).sum()), 1e-300)
     scores = np.empty(sites_t.shape[1])
-    _scores_into(sites_t, x, scores)
+    _scores_into(sites_t, normal, scores)
     worst = np.inf
     worst_at = -1
     for c in range(scores.shape[0]):
         if scores[c] < worst and c != key and c != key_ray:
             worst = scores[c]
             worst_at = c
-    worst -= (origin * x).sum()
-    margin[row] = worst / norm
+    margin[row] = (worst - (origin * normal).sum()) / normal_norm
     for t in range(dim):
-        direction[row, t] = -x[t] / norm
+        direction[row, t] = -normal[t] / normal_norm
     if margin[row] > high:
         status[row] = SELECTABLE
-    elif not separated and worst >= norm * norm * (1.0 - 1e-9) - 1e-15:
+    elif not separated and norm - margin[row] <= low:  # Wolfe's own stopping rule, now over all sites
         status[row] = CONVERGED
-    else:
+    else:  # the same arithmetic as over the candidates, so the violator is not a candidate
         status[row] = NEED_POINT
         violator[row] = worst_at
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import as_points, as_tol
+from .._validation import as_bounded, as_points, as_tol
 from ..errors import InputError
 from . import _kernels as kernels
 from ._geometry import affine_frame, decide
@@ -89,8 +89,8 @@ def in_hull(points, hull_points, *, tol=None):
     >>> bool(u @ [2.0, 0.5] > (square @ u).max())
     True
     """
-    hull = as_points(hull_points, "hull_points")
-    queries = as_points(points, "points")
+    hull = as_bounded(as_points(hull_points, "hull_points"), "hull_points")
+    queries = as_bounded(as_points(points, "points"), "points")
     if queries.shape[1] != hull.shape[1]:
         raise InputError(
             f"`points` must have d = {hull.shape[1]} columns like `hull_points`; got shape {queries.shape}"

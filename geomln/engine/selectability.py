@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .._validation import as_choice, as_points, as_tol, as_vector
+from .._validation import as_bounded, as_choice, as_points, as_tol, as_vector
 from ..errors import InputError
 from . import _kernels as kernels
 from . import _lowdim as lowdim
@@ -28,6 +28,7 @@ from ._geometry import (
 __all__ = ["Selectability", "Combinations", "selectable_keys", "verify_selectability", "hull_vertices", "default_tol"]
 
 METHODS = ("auto", "wolfe", "lp")
+MAX_TOL = 1.0  # at tol >= 1 every key would be within tol of the others' hull: nothing to decide
 _DEFAULT_TOL = {"float64": 1e-9, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
 _BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (64 MiB)
 _SCAN_SAMPLE = 2048  # keys whose directions are scanned first (all of them when most certify themselves)
@@ -280,7 +281,8 @@ def _bias_witnesses(frame, lifted, keys, directions, bias_scale):
         scores = np.ascontiguousarray(key_scores + beta[:, None] * bias_coord[None, :])
         _, runner_up, _ = kernels.top_two(scores, own, True)
         margins[rows] = (scores[rows - start, own] - runner_up) / np.sqrt(1.0 + beta * beta - directions[rows, -1] ** 2)
-        queries[rows] = frame.to_original_direction(unit) / frame.radius * (bias_scale / beta)[:, None]
+        # bias_scale / radius first: each alone may be tiny (subnormal keys and bias), their ratio is not
+        queries[rows] = frame.to_original_direction(unit) * (bias_scale / frame.radius / beta)[:, None]
     return queries, margins
 
 
@@ -298,7 +300,7 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
         its Euclidean distance to the convex hull of the other keys exceeds ``tol * scale``, where
         ``scale = max_i |k_i - mean(k)|``. With a bias the bias is centred, divided by its range
         ``max_i |b_i - mean(b)|`` and appended as a coordinate, and "hull" means the hull of the other
-        lifted keys extended downwards in the bias coordinate. Must be at least 1e-13.
+        lifted keys extended downwards in the bias coordinate. Must be at least 1e-13 and below 1.
     method : {"auto", "wolfe", "lp"}
         "wolfe": witness scan, then Wolfe's minimum-norm-point algorithm inside Clarkson's output-sensitive
         loop, in numba, with a HiGHS fallback where it stalls; "auto": the same, after a linear-time
@@ -313,7 +315,8 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     Raises
     ------
     InputError
-        If `keys` is not a finite non-empty 2-D array, `bias` has the wrong length or `tol` is invalid.
+        If `keys` is not a finite non-empty 2-D array, an entry of `keys` or `bias` exceeds 1e300 in
+        magnitude, `bias` has the wrong length or `tol` is invalid.
     TypeError
         If the inputs are not numeric.
 
@@ -353,11 +356,13 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     tol = as_tol(tol, default=default_tol(keys))
     if tol < 1e-13:
         raise InputError(f"`tol` must be >= 1e-13 (float64 resolution of relative distances); got {tol}")
+    if tol >= MAX_TOL:
+        raise InputError(f"`tol` must be < {MAX_TOL} (a fraction of the data radius); got {tol}")
     method = as_choice(method, "method", METHODS)
-    points = as_points(keys, "keys")
+    points = as_bounded(as_points(keys, "keys"), "keys")
     n, d = points.shape
     if bias is not None:
-        bias = as_vector(bias, "bias", length=n, length_name="the number of keys")
+        bias = as_bounded(as_vector(bias, "bias", length=n, length_name="the number of keys"), "bias")
     if method == "auto" and bias is None and n >= lowdim.MIN_KEYS and d <= lowdim.MAX_DIM:
         result = _selectable_low_dimension(points, tol)
         if result is not None:
@@ -549,11 +554,17 @@ def verify_selectability(keys, result, *, bias=None):
     >>> geomln.verify_selectability(keys, result).size
     0
     """
-    points = as_points(keys, "keys")
+    points = as_bounded(as_points(keys, "keys"), "keys")
     n = points.shape[0]
     if result.n != n or result.d != points.shape[1]:
         raise InputError(f"`result` is for keys of shape ({result.n}, {result.d}); got `keys` of shape {points.shape}")
-    offsets = np.zeros(n) if bias is None else as_vector(bias, "bias", length=n, length_name="the number of keys")
+    offsets = np.zeros(n) if bias is None else as_bounded(
+        as_vector(bias, "bias", length=n, length_name="the number of keys"), "bias")
+    # every test below depends on differences of keys (and of biases) only: measure them about the mean, in
+    # units of a power of two (exact), so a common offset or a huge or tiny unit costs no precision
+    points, unit = _centred(points)
+    offsets, bias_unit = _centred(offsets[:, None])
+    offsets = offsets[:, 0]
     failed = np.zeros(n, dtype=bool)
     selectable = np.flatnonzero(result.selectable_mask)
     block = max(1, _BLOCK_ENTRIES // n)
@@ -563,11 +574,13 @@ def verify_selectability(keys, result, *, bias=None):
         if not np.isfinite(queries).all():
             failed[rows[~np.isfinite(queries).all(axis=1)]] = True
             queries = np.nan_to_num(queries)
-        scores = queries @ points.T + offsets
+        # the bias enters the score in the keys' own unit: q.k + b = unit (q.k_scaled + (bias_unit / unit) b_scaled)
+        scores = queries @ points.T + np.ldexp(offsets, bias_unit - unit)
         own = scores[np.arange(rows.size), rows].copy()
         scores[np.arange(rows.size), rows] = -np.inf
         failed[rows[~(own > scores.max(axis=1))]] = True
     unselectable = np.flatnonzero(~result.selectable_mask)
+    slack = 2.0 * result.tol
     for key in unselectable:
         certificate = result.combinations.get(int(key))
         if certificate is None:
@@ -580,11 +593,20 @@ def verify_selectability(keys, result, *, bias=None):
             continue
         residual = np.linalg.norm(weights @ points[indices] - points[key])
         deficit = offsets[key] - weights @ offsets[indices]
-        slack = 2.0 * result.tol
-        if residual > slack * result.scale + 1e-12 * (1 + result.scale) or (
-                deficit > slack * result.bias_scale + 1e-12 * (1 + result.bias_scale)):
+        # beyond the slack, a few roundings of the centred coordinates (whose largest entry is below 1)
+        if residual > slack * np.ldexp(result.scale, -unit) + 1e-15 or (
+                deficit > slack * np.ldexp(result.bias_scale, -bias_unit) + 1e-15):
             failed[key] = True
     return np.flatnonzero(failed)
+
+
+def _centred(points):
+    """Return ``(points - mean) / 2**e`` and ``e``, the power of two that brings the largest entry into [0.5, 1)."""
+    _, exponent = np.frexp(np.abs(points).max())
+    scaled = np.ldexp(points, -exponent)
+    centred = scaled - scaled.mean(axis=0)
+    _, spread = np.frexp(np.abs(centred).max())
+    return np.ldexp(centred, -spread), int(exponent + spread)
 
 
 def hull_vertices(points, *, tol=None):
@@ -608,7 +630,7 @@ def hull_vertices(points, *, tol=None):
     >>> geomln.hull_vertices([[0, 0], [1, 0], [0, 1], [1, 0], [0.2, 0.2]])
     array([0, 1, 2])
     """
-    array = as_points(points, "points")
+    array = as_bounded(as_points(points, "points"), "points")
     _, first = np.unique(array, axis=0, return_index=True)
     first = np.sort(first)
     result = selectable_keys(array[first], tol=as_tol(tol, default=default_tol(points)))

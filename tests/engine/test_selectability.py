@@ -626,9 +626,24 @@ def test_invariance_with_bias(kind, rng):
     assert verify_selectability(moved, result, bias=moved_bias).size == 0
 
 
+@pytest.mark.parametrize("offset", [1e8, -1e10])
+def test_verifier_measures_residuals_about_the_mean(offset, rng):
+    """A common offset changes nothing: the verdicts agree and the verifier accepts every certificate."""
+    keys = rng.standard_normal((203, 3))
+    bias = rng.standard_normal(203)
+    for moved_bias in (None, bias + offset):
+        base = selectable_keys(keys, bias=None if moved_bias is None else bias)
+        result = selectable_keys(keys + offset, bias=moved_bias)
+        np.testing.assert_array_equal(result.selectable_mask, base.selectable_mask)
+        assert verify_selectability(keys + offset, result, bias=moved_bias).size == 0
+        assert base.n_unselectable > 100
+
+
 @pytest.mark.parametrize(
     "factor",
     [
+        1e-300,
+        1e299,
         1e-150,
         1e150,
         1e-170,
@@ -773,11 +788,22 @@ GOOD = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
         ([[1, 2], [3]], TypeError, "`keys`"),
         (np.ones((2, 2), dtype=complex), TypeError, "`keys` must be real"),
         (np.array([[object(), 1]], dtype=object), TypeError, "`keys`"),
+        ([[0.0, 0.0], [1e307, 0.0]], InputError, r"`keys` must have entries of magnitude <= 1e\+300.*index \(1, 0\)"),
     ],
 )
 def test_bad_keys(keys, error, match):
     with pytest.raises(error, match=match):
         selectable_keys(keys)
+
+
+def test_magnitude_limit_applies_to_every_entry_point():
+    huge = np.random.default_rng(5).standard_normal((300, 3)) * 1e307
+    with pytest.raises(InputError, match=r"`keys` must have entries of magnitude <= 1e\+300"):
+        verify_selectability(huge, selectable_keys(GOOD))
+    with pytest.raises(InputError, match=r"`points` must have entries of magnitude"):
+        hull_vertices(huge)
+    with pytest.raises(InputError, match=r"`bias` must have entries of magnitude"):
+        selectable_keys(GOOD, bias=[0.0, 1e301, 0.0])
 
 
 @pytest.mark.parametrize(
@@ -807,6 +833,8 @@ def test_bad_bias(bias, error, match):
         (np.inf, InputError, r"`tol`"),
         (0.0, InputError, r"`tol` must be >= 1e-13"),
         (1e-14, InputError, r"`tol` must be >= 1e-13"),
+        (1.0, InputError, r"`tol` must be < 1.0 \(a fraction of the data radius\); got 1.0"),
+        (5.0, InputError, r"`tol` must be < 1.0"),
         ("1e-6", TypeError, "`tol`"),
         (True, TypeError, "`tol`"),
     ],
