@@ -12,6 +12,7 @@ import numpy as np
 from .._validation import as_bounded, as_choice, as_points, as_tol, as_vector
 from ..errors import InputError
 from . import _kernels as kernels
+from . import _local as local
 from . import _lowdim as lowdim
 from ._combinations import Combinations, packed_combinations
 from ._geometry import (
@@ -338,7 +339,10 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     interior keys for small ``d``. With ``method="auto"``, no bias, at least 20,000 distinct keys spanning
     ``d <= 4`` dimensions, the keys strictly inside polytopes spanned by extreme keys are first certified in
     a few linear passes (fan triangulations, see ``geomln/engine/_lowdim.py``) and only the rest go through the
-    steps above; the verdicts are the same.
+    steps above; the verdicts are the same. Without a bias, from 4,096 keys spanning at most 8 dimensions of which
+    most lie farther than ``tol / 10`` from the others' hull (circles, spheres), a k-d tree proposes the top
+    scores of the scan and the checks, and each key gets its own working set (``geomln/engine/_local.py``):
+    ``O(n log n)`` instead of ``O(n^2 d)``, with the same rules.
 
     Examples
     --------
@@ -395,8 +399,13 @@ def _decide_all(lifted, m, tol, has_bias, method):
     else:
         undecided = np.arange(m)
         seeds = np.empty(0, dtype=np.intp)
+        tree = None
+        if method != "lp" and not has_bias and m >= local.MIN_KEYS and lifted.shape[1] <= local.MAX_DIM:
+            tree = local.ScoreTree(lifted)
+            tree = tree if local.most_keys_vertices(tree, tol) else None
         if method != "lp":
-            scan_margin, scan_direction = _witness_scan(lifted, m, has_bias)
+            scanned = _witness_scan(lifted, m, has_bias) if tree is None else local.witness_pass(tree)
+            scan_margin, scan_direction = scanned
             certain = scan_margin > tol * BORDERLINE_FACTOR
             verdict[certain] = True
             margins[certain] = scan_margin[certain]
@@ -404,7 +413,10 @@ def _decide_all(lifted, m, tol, has_bias, method):
             undecided = np.flatnonzero(~certain)
             seeds = np.flatnonzero(certain)
         if undecided.size:
-            decisions = _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method)
+            if tree is None:
+                decisions = _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method)
+            else:
+                decisions = local.decide_local(tree, undecided, tol)
             selectable = (decisions.status != kernels.UNSELECTABLE) & (decisions.margin > tol)
             verdict[undecided] = selectable
             borderline[undecided] = (decisions.status == kernels.CONVERGED)
@@ -435,7 +447,8 @@ def _selectable_low_dimension(points, tol):
     exact = np.full(n, np.inf)
     exact[left[verdict]] = margins[verdict]
     lowdim.lower_corner_margins(frame.coords, blocks, unit, exact)
-    if not (exact[left[verdict]] > tol * BORDERLINE_FACTOR).all():
+    lowered = exact[left[verdict]] < margins[verdict]
+    if not (exact[left[verdict]][lowered] > tol * BORDERLINE_FACTOR).all():
         return None
     margins[verdict] = exact[left[verdict]]
     result = _assemble(points, 1.0, frame, sub, False, np.full(n, -1, dtype=np.intp), left, verdict,
