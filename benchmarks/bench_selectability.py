@@ -53,6 +53,7 @@ class Case:
     std: float = 1.0
     bias: bool = False
     target: str = ""
+    shape: str = "gaussian"  # or "circle" (evenly spaced on the unit circle), "sphere" (uniform on the unit sphere)
 
 
 def qhull_skip(n, d):
@@ -127,6 +128,13 @@ def make_cases(quick):
                 target="no slower than Qhull (c)",
             )
         )
+    skip_lp = "skip: all-vertex case (Qhull is the reference)"
+    for shape, d in (("circle", 2), ("sphere", 4)):
+        for n in (10_000, 100_000):
+            cases.append(
+                Case(f"{shape}_n{n}", n, d, {"a": skip_lp, "b": skip_lp, "c": "full", "d": skip_lp},
+                     target="< 1 s", shape=shape)
+            )
     cases.append(
         Case(
             "softmax",
@@ -147,16 +155,25 @@ def make_cases(quick):
 
 
 def case_data(case, set_index=0):
-    """Keys (and bias) of one set of a case: Gaussian with the fixed seed ``[SEED, n, d, set_index]``."""
+    """Keys (and bias) of one set of a case (Gaussian, or on a circle or sphere), seed ``[SEED, n, d, set_index]``."""
     import numpy as np
 
     rng = np.random.default_rng([SEED, case.n, case.d, set_index])
+    if case.shape == "circle":  # every key a vertex, every margin 2 pi^2 / n^2 (borderline from n ~ 45,000)
+        angles = 2 * np.pi * np.arange(case.n) / case.n
+        return np.column_stack([np.cos(angles), np.sin(angles)]), None
     keys = case.std * rng.standard_normal((case.n, case.d))
+    if case.shape == "sphere":
+        keys /= np.linalg.norm(keys, axis=1)[:, None]
     bias = case.std * rng.standard_normal(case.n) if case.bias else None
     return keys, bias
 
 
 def reproducer(case, set_index, keys_idx):
+    if case.shape != "gaussian":
+        return ("cd benchmarks; python -c \"import geomln, bench_selectability as b; "
+                f"keys, _ = b.case_data(b.make_cases(False)['{case.name}'], {set_index}); "
+                f"print(geomln.selectable_keys(keys).selectable_mask[{list(map(int, keys_idx))}])\"")
     scale = "" if case.std == 1.0 else f"{case.std} * "
     bias = f"; bias = {scale}rng.standard_normal({case.n})" if case.bias else "; bias = None"
     return (
@@ -607,7 +624,8 @@ def parse_args(argv):
     parser.add_argument(
         "--cases",
         default=default_cases,
-        help=f"comma-separated case names (default: {default_cases}; also: softmax)",
+        help=f"comma-separated case names (default: {default_cases}; also: softmax, circle_n10000, circle_n100000, "
+        "sphere_n10000, sphere_n100000)",
     )
     parser.add_argument(
         "--repeats", type=int, default=5, help="timed geomln calls per case after the first (default 5)"
