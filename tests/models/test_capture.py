@@ -241,7 +241,7 @@ def test_save_and_load_round_trip(bert, tmp_path):
     np.testing.assert_array_equal(in_memory.values, captured.arrays["queries"])
     with pytest.raises(InputError, match="`name` must be one of keys"):
         captured.key_array("values")
-    with pytest.raises(InputError, match="`names` must be a non-empty subset"):
+    with pytest.raises(InputError, match="`--arrays` must be a non-empty subset"):
         captured.save(tmp_path / "x.npz", names=["values"])
 
 
@@ -384,7 +384,7 @@ def test_cli_capture_splits_long_paragraphs(tiny_model_dir, tmp_path, capsys):
         (["--model", "nowhere"], "must be 'minilm' or a local Hugging Face model directory"),
         (["--out", "keys.csv"], r"`--out` must end in \.npz"),
         (["--max-tokens", "0"], r"`--max-tokens` must be >= 1"),
-        (["--arrays", "values"], "`names` must be a non-empty subset"),
+        (["--arrays", "values"], "`--arrays` must be a non-empty subset"),
     ],
 )
 def test_cli_capture_errors(tiny_model_dir, tmp_path, capsys, monkeypatch, args, match):
