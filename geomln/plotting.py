@@ -297,7 +297,9 @@ def plot_unselectable_by_layer_head(report, *, ax=None):
             if np.isfinite(value):
                 ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if value < 0.6 * top else "black")
-    ax.figure.colorbar(image, ax=ax, label="fraction unselectable")
+    from matplotlib.ticker import PercentFormatter
+
+    ax.figure.colorbar(image, ax=ax, label="% unselectable", format=PercentFormatter(xmax=1.0, decimals=0))
     name = report.meta.get("name") or "keys"
     extra = f", {report.meta['normalization']}" if report.meta.get("normalization") else ""
     ax.set_title(f"unselectable {name}{extra} (% per cell)", fontsize=9)
@@ -391,7 +393,7 @@ def plot_unselectable_heatmap(
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("d (key dimension)")
     ax.set_ylabel("n (number of keys)")
-    ax.set_title(f"{chosen.distribution}, normalization: {chosen.normalization} ({chosen.trials} trials)")
+    ax.set_title(f"{chosen.distribution}, {chosen.normalization} ({chosen.trials} trials)", fontsize=10)
     return ax
 
 
@@ -417,8 +419,10 @@ def plot_fraction_vs_n(result, *, d=None, theory=True, normalization=None, distr
     Returns
     -------
     matplotlib Axes
-        One line per d (markers at the Monte Carlo means, shaded 95% intervals) and, with `theory`,
-        one dashed line per d with ``gid`` ``"theory"``.
+        One line per d (markers at the Monte Carlo means; shaded 95% intervals with ``gid``
+        ``"interval"``, left out at cells whose mean is 0) and, with `theory`, one dashed line per
+        d with ``gid`` ``"theory"``. The legend names every d, "exact theory" and "95 % interval"; the
+        y-range runs from 0 to just above the highest value drawn (at least 0.05, at most 1.02).
 
     Raises
     ------
@@ -452,34 +456,41 @@ def plot_fraction_vs_n(result, *, d=None, theory=True, normalization=None, distr
     ax = _axes(ax, three_d=False)
     dense_n = np.arange(int(ns[0]), int(ns[-1]) + 1)
     shift = {"none": 0, "projection": 1}.get(chosen.normalization)
+    top = 0.0  # highest value drawn, for the y-range
     for value in wanted:
         j = available.index(value)
         seen = ~np.isnan(mean[:, j])
         line = ax.plot(
             ns[seen], mean[seen, j], marker="o", markersize=3, label=f"d = {value}", gid="monte carlo"
         )[0]
-        ax.fill_between(ns[seen], low[seen, j], high[seen, j], color=line.get_color(), alpha=0.2, linewidth=0)
+        top = max(top, float(np.max(mean[seen, j], initial=0.0)))
+        nonzero = mean[seen, j] > 0  # cells whose values are all 0: their intervals would stack up at 0
+        if nonzero.any():
+            ax.fill_between(ns[seen], low[seen, j], high[seen, j], where=nonzero, color=line.get_color(),
+                            alpha=0.2, linewidth=0, gid="interval")
+            top = max(top, float(np.max(high[seen, j][nonzero])))
         if not theory:
             continue
         if chosen.distribution == "gaussian" and shift is not None and value - shift >= 1:
-            ax.plot(
-                dense_n,
-                unselectable_fraction_gaussian(dense_n, value - shift),
-                linestyle="--",
-                color=line.get_color(),
-                gid="theory",
-            )
+            curve = unselectable_fraction_gaussian(dense_n, value - shift)
+            ax.plot(dense_n, curve, linestyle="--", color=line.get_color(), gid="theory")
+            top = max(top, float(np.max(curve)))
         elif np.isfinite(exact[seen, j]).any():
             known = seen & np.isfinite(exact[:, j])
             ax.plot(ns[known], exact[known, j], linestyle="--", color=line.get_color(), gid="theory")
+            top = max(top, float(np.max(exact[known, j])))
     ax.set_xlabel("n (number of keys)")
     ax.set_ylabel("fraction of unselectable keys")
-    ax.set_ylim(-0.02, 1.02)
-    note = (
-        " (dashed: exact theory)"
-        if theory and any(line.get_gid() == "theory" for line in ax.get_lines())
-        else ""
-    )
-    ax.set_title(f"{chosen.distribution}, normalization: {chosen.normalization}{note}")
-    ax.legend(fontsize="small")
+    upper = min(1.02, max(0.05, 1.08 * top))
+    ax.set_ylim(-0.02 * upper, upper)
+    ax.set_title(f"{chosen.distribution}, normalization: {chosen.normalization}")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles, _ = ax.get_legend_handles_labels()
+    if any(line.get_gid() == "theory" for line in ax.get_lines()):
+        handles.append(Line2D([], [], color="gray", linestyle="--", label="exact theory"))
+    if any(c.get_gid() == "interval" for c in ax.collections):
+        handles.append(Patch(color="gray", alpha=0.2, linewidth=0, label="95 % interval"))
+    ax.legend(handles=handles, fontsize="small")
     return ax

@@ -241,7 +241,7 @@ def test_save_and_load_round_trip(bert, tmp_path):
     np.testing.assert_array_equal(in_memory.values, captured.arrays["queries"])
     with pytest.raises(InputError, match="`name` must be one of keys"):
         captured.key_array("values")
-    with pytest.raises(InputError, match="`--arrays` must be a non-empty subset"):
+    with pytest.raises(InputError, match="`names` must be a non-empty subset"):
         captured.save(tmp_path / "x.npz", names=["values"])
 
 
