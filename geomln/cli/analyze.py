@@ -54,6 +54,8 @@ def add_args(parser):
                         help="local: this process (default); dask: the Dask cluster at --scheduler, else a "
                              "local Dask cluster (needs the dask extra)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (default: one on a terminal for 10+ slices or --query-norm)")
 
 
 def _load_bias(path, keys):
@@ -103,7 +105,8 @@ def run(args):
         _check_destination(args.out, "--out")
     keys = load_keys(args.file, name=args.name, axes=args.axes)
     bias = None if args.bias is None else _load_bias(args.bias, keys)
-    progress = sys.stderr.isatty() and keys.n_slices >= _PROGRESS_MIN_SLICES
+    long_run = keys.n_slices >= _PROGRESS_MIN_SLICES or args.query_norm is not None
+    progress = not args.no_progress and sys.stderr.isatty() and long_run
     report = analyze_keys(keys, bias=bias, causal=args.causal, queries=args.queries,
                           normalization=args.normalization, tol=args.tol, query_norm=args.query_norm,
                           progress=progress, executor=args.executor, scheduler=args.scheduler)

@@ -333,7 +333,8 @@ def _analyze_slice(key_slice, *, bias, causal, queries, tol, query_norm, attenti
     if queries is not None:
         row.update(_query_fields(matrix, queries, offsets, selectable, tol, causal))
     if query_norm is not None:
-        weights = max_attention(matrix, query_norm=query_norm, bias=offsets, scale=attention_scale).weights
+        weights = max_attention(matrix, query_norm=query_norm, bias=offsets, scale=attention_scale,
+                                progress=False).weights
         row.update({"max_attention": weights.tolist(), "min_max_attention": float(weights.min())})
     row["seconds"] = time.perf_counter() - start
     return row

@@ -32,6 +32,14 @@ def key_file(tmp_path, rng):
     return path
 
 
+@pytest.mark.parametrize("flags", [[], ["--no-progress"]])
+def test_progress_bar_on_a_terminal_unless_no_progress(key_file, capsys, monkeypatch, flags):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    code, out, err = run(["analyze", str(key_file), "--query-norm", "2", *flags], capsys)
+    assert code == 0 and out.splitlines()[0].startswith(str(key_file))
+    assert ("analyze" in err) == (not flags)
+
+
 def test_table_on_stdout(key_file, capsys):
     code, out, err = run(["analyze", str(key_file)], capsys)
     assert code == 0 and err == ""
