@@ -466,8 +466,8 @@ def estimate_unselectable(
                 warm = cells.warmup()
                 for task in tasks:
                     _finish(merger, task, cells.run_cell(context, *task), store, bar)
-            else:
-                warm = _run_pool(context, tasks, workers_used, store, bar, merger)
+            else:  # compiled (or loaded) here first, so that the workers load it from the cache, not compile it
+                warm = cells.warmup() + _run_pool(context, tasks, workers_used, store, bar, merger)
     except KeyboardInterrupt:
         raise
     except ClusterError as exc:
