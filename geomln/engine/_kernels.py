@@ -309,7 +309,7 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, hi
     normal = x.copy()
     stalled = True  # unless a stopping rule below is met within max_major iterations
     separated = False
-    valid = 0  # columns of the workspace's QR factorisation that match the corral (size - 1 after a cycle)
+    valid = np.intp(0)  # QR columns that match the corral (np.intp: a literal 0 would compile _minor_cycle twice)
     for _ in range(max_major):
         norm2 = (x * x).sum()
         if norm2 <= low * low:
@@ -459,7 +459,11 @@ def _normalized_set(keys):
     of coordinates could under- or overflow.
     """
     n, dim = keys.shape
-    centred = keys - keys.sum(axis=0) / n
+    total = np.zeros(dim)  # summed row by row, as keys.sum(axis=0) does, without compiling numba's axis sum
+    for i in range(n):
+        for t in range(dim):
+            total[t] += keys[i, t]
+    centred = keys - total / n
     radius2 = 0.0
     for i in range(n):
         radius2 = max(radius2, _row_dot(centred, i, centred[i]))
@@ -547,6 +551,8 @@ def _count_unselectable_in_set(points, ids, low, high, max_major, out):
                 certain[top_at] = True
     status, support, weights = out[0], out[4], out[5]
     query = np.empty(dim)
+    # typed like the engine's arguments, not as literals: the engine's compiled _decide_key serves here too
+    no_ray, first_row = np.bool_(False), np.intp(0)
     # where the scan certified most keys, the others are likely vertices too: try cheap reflections first
     reflections = REFLECTIONS if 2 * certain.sum() > n else 0
     unselectable = 0
@@ -554,7 +560,7 @@ def _count_unselectable_in_set(points, ids, low, high, max_major, out):
         if certain[i] or _reflection_certifies(points, points_t, i, high, reflections, scores, query):
             continue
         support[0, :] = -1
-        _decide_key(points, i, n, False, ids, points_t, norm2, points_t, low, high, max_major, 0, out)
+        _decide_key(points, i, n, no_ray, ids, points_t, norm2, points_t, low, high, max_major, first_row, out)
         if status[0] == SELECTABLE:
             continue
         if status[0] != UNSELECTABLE:
@@ -590,7 +596,7 @@ def count_unselectable_sets(key_sets, low, high, max_major):
     counts = np.zeros(sets, dtype=np.int64)
     settled = np.zeros(sets, dtype=np.bool_)
     ids = np.arange(n)
-    out = _allocate_decisions(1, dim)
+    out = _allocate_decisions(np.intp(1), dim)  # np.intp: one specialization, the engine's
     for s in range(sets):
         if n == 1:
             settled[s] = True
