@@ -199,7 +199,7 @@ def test_analyze_keys_on_dask_equals_the_local_report(cluster, rng):
     values = rng.normal(size=(2, 3, 30, 3))
     values[:, :, 7] = values[:, :, :4].mean(axis=2)  # an interior key in every slice
     keys = geomln.KeyArray.from_array(values, axes="layer,head,token,dim", seq_offsets=[0, 12, 30])
-    queries = rng.normal(size=(2, 3, 30, 3))
+    queries = geomln.KeyArray.from_array(rng.normal(size=(2, 3, 30, 3)), axes="layer,head,token,dim")
     options = {"causal": True, "queries": queries, "query_norm": 2.0, "normalization": "projection"}
     here = analyze_keys(keys, **options)
     calls = []

@@ -7,12 +7,13 @@ fraction per (layer, head) as a heatmap.
 
 import io
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .._files import atomic_output
-from ..errors import DataFileError, InputError
+from ..errors import DataFileError, GeomlnWarning, InputError
 from ..executors import EXECUTORS
 from ..models.analysis import NORMALIZATIONS, analyze_keys
 from ..models.io import load_array
@@ -107,9 +108,16 @@ def run(args):
     bias = None if args.bias is None else _load_bias(args.bias, keys)
     long_run = keys.n_slices >= _PROGRESS_MIN_SLICES or args.query_norm is not None
     progress = not args.no_progress and sys.stderr.isatty() and long_run
-    report = analyze_keys(keys, bias=bias, causal=args.causal, queries=args.queries,
-                          normalization=args.normalization, tol=args.tol, query_norm=args.query_norm,
-                          progress=progress, executor=args.executor, scheduler=args.scheduler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GeomlnWarning)
+        report = analyze_keys(keys, bias=bias, causal=args.causal, queries=args.queries,
+                              normalization=args.normalization, tol=args.tol, query_norm=args.query_norm,
+                              progress=progress, executor=args.executor, scheduler=args.scheduler)
+    for warning in caught:  # the library's caveats become one note line each; anything else is re-issued
+        if issubclass(warning.category, GeomlnWarning):
+            print(f"geomln: note: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     table = report.to_table(per_slice=args.per_slice)
     text = {"table": table, "json": report.to_json(), "csv": report.to_csv()}[args.format]
     image = None if args.plot is None else _plot_bytes(report, Path(args.plot).suffix.lower())

@@ -66,7 +66,7 @@ def test_json_to_out_matches_the_library_and_table_still_printed(key_file, tmp_p
     expected = analyze_keys(str(key_file), causal=True, queries="queries")
     strip = [{k: v for k, v in row.items() if k != "seconds"} for row in expected.rows]
     assert [{k: v for k, v in row.items() if k != "seconds"} for row in payload["rows"]] == strip
-    assert set(payload) == {"rows", "meta"} and payload["meta"]["causal"] is True
+    assert set(payload) == {"schema_version", "rows", "meta"} and payload["meta"]["causal"] is True
 
 
 def test_csv_to_stdout(key_file, capsys):
