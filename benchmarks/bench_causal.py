@@ -13,11 +13,10 @@ table to benchmarks/results/causal.md (atomically) unless ``--output -``.
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_attention import timed
+from bench_attention import timed, write_result
 
 import geomln
 from geomln.models.causal import causal_last_positions
@@ -54,13 +53,7 @@ def main(argv=None):
         f"{os.cpu_count()} cores, numba threads {geomln._jit.get_num_threads()}, load average {load} at the "
         f"start; medians of {args.repeats} (one call for n > 8,192), warm kernels.", "",
         *rows(args.repeats, args.quick), ""])
-    if args.output == "-":
-        sys.stdout.write(text)
-        return 0
-    handle, temporary = tempfile.mkstemp(dir=Path(args.output).parent, suffix=".md")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, args.output)
+    write_result(text, args.output)
     return 0
 
 
