@@ -102,6 +102,17 @@ def causal_rows(repeats, quick):
     return lines
 
 
+def write_result(text, output):
+    """Write `text` to `output` atomically (a temporary file in its folder, then a rename), or stdout for "-"."""
+    if output == "-":
+        sys.stdout.write(text)
+        return
+    handle, temporary = tempfile.mkstemp(dir=Path(output).parent, suffix=".md")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temporary, output)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the n = 32,768, d = 128 causal row")
@@ -119,14 +130,9 @@ def main(argv=None):
         f"start; medians of {args.repeats}. max_attention first call in a fresh process: cold (compiling) "
         f"{cold:.1f} s, warm cache {warm:.2f} s.", "",
         *attention_rows(args.repeats), "", *causal_rows(args.repeats, args.quick), ""])
-    if args.output == "-":
-        sys.stdout.write(text)
-        return 0
-    print(text)
-    handle, temporary = tempfile.mkstemp(dir=Path(args.output).parent, suffix=".md")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, args.output)
+    if args.output != "-":
+        print(text)
+    write_result(text, args.output)
     return 0
 
 

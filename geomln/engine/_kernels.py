@@ -607,3 +607,50 @@ def count_unselectable_sets(key_sets, low, high, max_major):
         if safe:
             settled[s], counts[s] = _count_unselectable_in_set(points, ids, low, high, max_major, out)
     return counts, settled
+
+
+@parallel_jit
+def distance_to_prefix_hulls(points, points_t, norm2, keys, ends, shared_seeds, seeds, lows, highs, max_major):
+    """Decide each key against the hull of its own prefix of the points, with Clarkson's loop inside.
+
+    Key ``keys[r]`` sees only the sites ``points[:ends[r]]`` (itself excluded) and its own tolerances
+    ``lows[r]``, ``highs[r]``. Its working set starts from the sorted ids `shared_seeds` and its own
+    ``seeds[r]`` (padded with -1), those inside the prefix; while :func:`_decide_key` reports a violating
+    site, the site joins the working set and the key is decided again; a repeated violator makes it
+    STALLED. `points_t` is ``points.T`` (C order) and `norm2` the squared row norms.
+    Returns the arrays of :func:`distance_to_hull_batch`.
+    """
+    out = _allocate_decisions(keys.shape[0], points.shape[1])
+    status, support, weights, violator = out[0], out[4], out[5], out[6]
+    for row in prange(keys.shape[0]):
+        key, end = keys[row], ends[row]
+        ids = np.empty(end, dtype=np.intp)
+        size = 0
+        for seed in shared_seeds:
+            if seed >= end:
+                break
+            if seed != key:
+                ids[size] = seed
+                size += 1
+        for seed in seeds[row]:
+            if 0 <= seed < end and seed != key and not (ids[:size] == seed).any():
+                ids[size] = seed
+                size += 1
+        if size == 0:
+            ids[0] = 1 if key == 0 else 0
+            size = 1
+        while True:
+            candidates = ids[:size].copy()
+            cand_t = np.ascontiguousarray(points_t[:, candidates])
+            support[row, :] = -1
+            weights[row, :] = 0.0
+            _decide_key(points, key, end, False, candidates, cand_t, norm2[candidates], points_t[:, :end],
+                        lows[row], highs[row], max_major, row, out)
+            if status[row] != NEED_POINT:
+                break
+            if (candidates == violator[row]).any():
+                status[row] = STALLED
+                break
+            ids[size] = violator[row]
+            size += 1
+    return out

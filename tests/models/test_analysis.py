@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from cases import layer_norm_rows
 
 import geomln
 from geomln import DataFileError, InputError, KeyArray, analyze_keys, save_keys
@@ -61,6 +62,19 @@ def test_causal_last_positions_with_bias_match_oracle(rng):
             keys, bias = rng.normal(size=(n, d)), rng.normal(size=n)
             expected = naive_last_positions(keys, bias)
             np.testing.assert_array_equal(causal_last_positions(keys, bias=bias), expected)
+
+
+def test_causal_last_positions_on_layer_norm_keys_and_with_one_thread(rng):
+    keys = np.vstack([layer_norm_rows(rng.normal(size=(30, 4))), layer_norm_rows(rng.normal(size=(15, 4))) * 0.5])
+    keys[40] = keys[3]  # a later copy ends key 3's window
+    expected = naive_last_positions(keys)
+    np.testing.assert_array_equal(causal_last_positions(keys), expected)
+    threads = geomln._jit.get_num_threads()
+    geomln._jit.set_num_threads(1)
+    try:
+        np.testing.assert_array_equal(causal_last_positions(keys), expected)
+    finally:
+        geomln._jit.set_num_threads(threads)
 
 
 def test_causal_keys_that_arrive_inside_never_win_and_a_later_copy_ends_a_window():
