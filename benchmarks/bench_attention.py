@@ -1,9 +1,8 @@
-"""Benchmark max_attention (numba kernel vs the NumPy solver it replaced) and causal analysis vs the engine.
+"""Benchmark max_attention: the numba kernel vs the NumPy solver it replaced, on the same keys.
 
 Run from the repository root::
 
-    python benchmarks/bench_attention.py            # all rows (a few minutes on a busy 2-core machine)
-    python benchmarks/bench_attention.py --quick    # without the n = 32,768, d = 128 row
+    python benchmarks/bench_attention.py            # a few minutes on a busy 2-core machine
 
 Everything is measured side by side in one process; times are medians of `--repeats` calls (wall and CPU).
 The old solver (tests/naive_attention.py) is timed on a few slices / keys and extrapolated linearly (marked).
@@ -24,7 +23,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from geomln.causal import causal_last_positions  # noqa: E402
 from naive_attention import _solve_block, _spread, naive_max_attention  # noqa: E402
 
 import geomln  # noqa: E402
@@ -91,17 +89,6 @@ def _consistent(new, old):
                 and np.all(old.weights <= new.upper_bounds * (1 + 1e-12)))
 
 
-def causal_rows(repeats, quick):
-    lines = ["| keys | causal_last_positions s | selectable_keys s | ratio |", "|---|---|---|---|"]
-    cases = [(2048, 8), (2048, 16), (2048, 64)] + ([] if quick else [(32768, 128)])
-    for n, d in cases:
-        keys = np.random.default_rng(n + d).normal(size=(n, d))
-        plain = timed(lambda keys=keys: geomln.selectable_keys(keys), 1 if n > 4096 else repeats)[0]
-        causal = timed(lambda keys=keys: causal_last_positions(keys), 1)[0]
-        lines.append(f"| Gaussian n = {n:,}, d = {d} | {causal:.3f} | {plain:.3f} | {causal / plain:.1f}x |")
-    return lines
-
-
 def write_result(text, output):
     """Write `text` to `output` atomically (a temporary file in its folder, then a rename), or stdout for "-"."""
     if output == "-":
@@ -115,7 +102,6 @@ def write_result(text, output):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="skip the n = 32,768, d = 128 causal row")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "attention.md"))
     args = parser.parse_args(argv)
@@ -123,13 +109,13 @@ def main(argv=None):
     geomln.max_attention([[0.0], [1.0]], query_norm=1.0, progress=False)
     geomln.selectable_keys(np.random.default_rng(1).normal(size=(50, 3)))
     load = open("/proc/loadavg").read().split()[0] if Path("/proc/loadavg").exists() else "?"
-    command = "python benchmarks/bench_attention.py" + (" --quick" if args.quick else "")
+    command = "python benchmarks/bench_attention.py"
     text = "\n".join([
-        f"# max_attention and causal analysis (`{command}`)", "",
+        f"# max_attention (`{command}`; causal analysis: benchmarks/bench_causal.py)", "",
         f"{os.cpu_count()} cores, numba threads {geomln._jit.get_num_threads()}, load average {load} at the "
         f"start; medians of {args.repeats}. max_attention first call in a fresh process: cold (compiling) "
         f"{cold:.1f} s, warm cache {warm:.2f} s.", "",
-        *attention_rows(args.repeats), "", *causal_rows(args.repeats, args.quick), ""])
+        *attention_rows(args.repeats), ""])
     if args.output != "-":
         print(text)
     write_result(text, args.output)
