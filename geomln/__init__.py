@@ -57,6 +57,8 @@ _EXPORTS = {
     "save_keys": "models",
     "KeyArray": "models",
     "as_key_array": "models",
+    "open_shards": "models",
+    "KeyShards": "models",
     # convex hulls
     "convex_hull": "hull",
     "ConvexHull": "hull",

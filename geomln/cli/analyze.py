@@ -1,7 +1,8 @@
 """Report, per layer x head (x sequence) of a key file, which keys can never receive the top attention score.
 
 Prints a readable table (sequences pooled per layer x head); --format json/csv writes the full per-slice
-report (to --out when given, atomically; the table then still goes to stdout). --plot draws the unselectable
+report (to --out when given, atomically; the table then still goes to stdout). A shard directory is
+analysed one shard at a time and reported as one file. --plot draws the unselectable
 fraction per (layer, head) as a heatmap.
 """
 
@@ -18,6 +19,7 @@ from ..executors import EXECUTORS
 from ..models.analysis import NORMALIZATIONS, analyze_keys
 from ..models.io import load_array
 from ..models.keyfile import load_keys
+from ..models.shards import as_shards
 from ._output import write_text
 
 #: library parameters that are not named like a flag (see geomln.cli._main.speak_cli)
@@ -27,7 +29,9 @@ _PROGRESS_MIN_SLICES = 10
 
 
 def add_args(parser):
-    parser.add_argument("file", help="key file (.npz, .npy, .safetensors, .pt, .h5, .csv, .tsv, .txt)")
+    parser.add_argument("file", help="key file (.npz, .npy, .safetensors, .pt, .h5, .csv, .tsv, .txt), or a "
+                                     "shard directory of `geomln capture --shard-size` (or its manifest.json), "
+                                     "analysed shard by shard")
     parser.add_argument("--name", help="array inside the file (default: the file's default array), e.g. "
                                        "hidden_before_ln")
     parser.add_argument("--axes", help="axis names as stored, e.g. layer,head,token,dim (default: the file's "
@@ -104,7 +108,11 @@ def run(args):
         _check_destination(args.plot, "--plot")
     if args.out is not None and str(args.out) != "-":
         _check_destination(args.out, "--out")
-    keys = load_keys(args.file, name=args.name, axes=args.axes)
+    keys = as_shards(args.file, name=args.name)
+    if keys is None:
+        keys = load_keys(args.file, name=args.name, axes=args.axes)
+    elif args.axes is not None:
+        raise InputError("`--axes` cannot be given with a shard directory: its shard files name their axes")
     bias = None if args.bias is None else _load_bias(args.bias, keys)
     long_run = keys.n_slices >= _PROGRESS_MIN_SLICES or args.query_norm is not None
     progress = not args.no_progress and sys.stderr.isatty() and long_run

@@ -1,8 +1,8 @@
 """Keys from real models.
 
 Key files and their readers, adapters for caches held in memory (TransformerLens, Hugging Face, nnsight),
-PyTorch capture, the per layer x head analysis and its tidy outputs, causal attention and the largest
-attention weight a key can reach.
+PyTorch capture (in memory or streamed to shard files), the per layer x head analysis and its tidy outputs,
+causal attention and the largest attention weight a key can reach.
 """
 
 from .adapters import (
@@ -32,6 +32,11 @@ from .keyfile import (
     load_keys,
     save_keys,
 )
+from .shards import (
+    KeyShards,
+    capture_to_shards,
+    open_shards,
+)
 
 __all__ = [
     "as_key_array",
@@ -49,4 +54,7 @@ __all__ = [
     "KeySlice",
     "load_keys",
     "save_keys",
+    "KeyShards",
+    "capture_to_shards",
+    "open_shards",
 ]

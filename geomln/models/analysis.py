@@ -4,6 +4,7 @@
 key file (one per layer x head x sequence) and returns a :class:`KeyReport` with a stable row schema.
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -28,6 +29,7 @@ from .adapters import as_key_array
 from .attention import max_attention
 from .causal import causal_last_positions
 from .keyfile import KeyArray, load_keys
+from .shards import as_shards
 
 __all__ = ["KeyReport", "analyze_keys", "causal_last_positions", "NORMALIZATIONS", "SCHEMA_VERSION"]
 
@@ -507,36 +509,49 @@ def analyze_keys(keys, *, axes=None, bias=None, causal=False, queries=None, norm
     [({'head': 0}, [4]), ({'head': 1}, [0])]
     """
     started = time.perf_counter()
-    key_array = _normalize(as_key_array(keys, axes=axes), normalization)
+    shards = as_shards(keys)
+    if shards is not None and axes is not None:
+        raise InputError("`axes` cannot be given with a shard directory: its shard files name their axes")
+    if shards is not None and isinstance(queries, (str, Path)) and Path(queries).is_file():
+        raise InputError(f"`queries` of a shard directory must name an array of its shards (e.g. 'queries') or "
+                         f"be one (m, d) matrix; got the file {str(queries)!r}")
+    parts = iter([as_key_array(keys, axes=axes)]) if shards is None else shards.key_arrays()
+    key_array = _normalize(next(parts), normalization)
     facts = key_array.metadata
     if facts.get("scored") is False:
         warnings.warn(f"analysing {facts.get('rope', 'pre-rotary')} vectors ({facts.get('name') or 'keys'}): "
                       f"the model's attention scores do not use them, so their selectability says nothing "
                       f"about its attention; analyse the post-rotary keys instead", GeomlnWarning, stacklevel=2)
     tol = as_tol(tol, default=_source_tol(key_array))
-    query_list, group = (None, 1) if queries is None else _query_arrays(queries, key_array)
     if query_norm is not None and (isinstance(query_norm, bool) or not isinstance(query_norm, numbers.Real)
                                    or not np.isfinite(query_norm) or query_norm <= 0):
         raise InputError(f"`query_norm` must be a finite number > 0; got {query_norm!r}")
     runner = resolve_executor(executor, scheduler, None, warmup=warm_engine)
-    total = key_array.n_slices
+    total = key_array.n_slices if shards is None else shards.n_slices
     callback, bar = _progress(progress, total)
-    rows = []
+    options = {"bias": bias, "causal": causal, "tol": tol, "query_norm": query_norm,
+               "attention_scale": attention_scale}
+    rows, tokens, n_sequences, first = [], [], 0, key_array
     try:
-        if runner is not None:
-            options = {"bias": bias, "causal": causal, "tol": tol, "query_norm": query_norm,
-                       "attention_scale": attention_scale}
-            rows = _analyze_on_dask(runner, key_array.slices(), query_list, options, callback, total)
-        else:
-            for index, key_slice in enumerate(key_array.slices()):
-                rows.append(_analyze_slice(key_slice, bias=bias, causal=causal,
-                                           queries=None if query_list is None else query_list[index], tol=tol,
-                                           query_norm=query_norm, attention_scale=attention_scale))
-                if callback is not None:
-                    callback(index + 1, total)
+        with contextlib.nullcontext() if runner is None else runner:
+            while key_array is not None:  # one part, or each shard in turn
+                query_list, group = (None, 1) if queries is None else _query_arrays(queries, key_array)
+                done = len(rows)
+                part = _analyze_part(runner, key_array, query_list, options, None if callback is None else (
+                    lambda n, _total, done=done: callback(done + n, total)))
+                for row in part if shards is not None else ():
+                    row["labels"]["sequence"] += n_sequences
+                rows += part
+                n_sequences += key_array.n_sequences
+                tokens = None if tokens is None or key_array.tokens is None else tokens + list(key_array.tokens)
+                key_array = next((_normalize(k, normalization) for k in parts), None)
     finally:
         if bar is not None:
             bar.close()
+    whole = first if shards is None else shards
+    if shards is not None:  # the order of one file's slices: leading labels, then sequence
+        rows.sort(key=lambda row: (*(v for k, v in row["labels"].items() if k != "sequence"),
+                                   row["labels"]["sequence"]))
     if group > 1:
         for row in rows:
             head = row["labels"]["head"]
@@ -544,10 +559,10 @@ def analyze_keys(keys, *, axes=None, bias=None, causal=False, queries=None, norm
     n_unselectable = sum(r["n_unselectable"] for r in rows)
     copies = sum(r["n_unselectable_duplicates"] for r in rows)
     share = copies / n_unselectable if n_unselectable else 0.0
-    meta = {"schema_version": SCHEMA_VERSION, "geomln_version": __version__, "source": key_array.metadata.get("path"),
-            "name": key_array.metadata.get("name"), "axes": list(key_array.axes),
-            "shape": list(key_array.shape),
-            "source_dtype": key_array.metadata.get("source_dtype"), "n_slices": total, "tol": tol,
+    meta = {"schema_version": SCHEMA_VERSION, "geomln_version": __version__,
+            "source": facts.get("path") if shards is None else str(shards.path),
+            "name": facts.get("name"), "axes": list(first.axes), "shape": list(whole.shape),
+            "source_dtype": facts.get("source_dtype"), "n_slices": total, "tol": tol,
             "normalization": normalization, "causal": bool(causal), "has_bias": bias is not None,
             "has_queries": queries is not None, "query_norm": query_norm,
             "query_groups": None if group == 1 else {
@@ -556,8 +571,7 @@ def analyze_keys(keys, *, axes=None, bias=None, causal=False, queries=None, norm
             "layout_convention": facts.get("layout_convention"), "rope": facts.get("rope"),
             "scored": facts.get("scored"), "description": facts.get("description"),
             "model": _model_facts(facts), "hook_points": facts.get("hook_points"),
-            "tokens": None if key_array.tokens is None else list(key_array.tokens),
-            "seq_offsets": None if key_array.seq_offsets is None else key_array.seq_offsets.tolist(),
+            "tokens": tokens, "seq_offsets": None if whole.seq_offsets is None else whole.seq_offsets.tolist(),
             "unselectable_duplicates": {"n": copies, "share": share, "mostly_duplicates": share > _MOSTLY},
             "seconds": time.perf_counter() - started}
     return KeyReport(rows, meta)
@@ -581,16 +595,29 @@ def _analyze_on_dask(runner, slices, query_list, options, callback, total):
     items = [(index, key_slice, None if query_list is None else query_list[index])
              for index, key_slice in enumerate(slices)]
     rows = [None] * len(items)
-    with runner:
-        calls = 4 if options["causal"] else 1  # causal: the full set plus a few prefixes
-        costs = [estimated_seconds(item[1].matrix.shape[0], calls, runner.unit_seconds) for item in items]
-        done = 0
-        for chunk_items, results in runner.run(_analyze_item, chunk(items, costs), shared=(options,)):
-            for item, row in zip(chunk_items, results, strict=True):
-                rows[item[0]] = row
-                done += 1
-                if callback is not None:
-                    callback(done, total)
+    calls = 4 if options["causal"] else 1  # causal: the full set plus a few prefixes
+    costs = [estimated_seconds(item[1].matrix.shape[0], calls, runner.unit_seconds) for item in items]
+    done = 0
+    for chunk_items, results in runner.run(_analyze_item, chunk(items, costs), shared=(options,)):
+        for item, row in zip(chunk_items, results, strict=True):
+            rows[item[0]] = row
+            done += 1
+            if callback is not None:
+                callback(done, total)
+    return rows
+
+
+def _analyze_part(runner, key_array, query_list, options, callback):
+    """Rows of every slice of `key_array` (on Dask when `runner`, entered by the caller, is given)."""
+    total = key_array.n_slices
+    if runner is not None:
+        return _analyze_on_dask(runner, key_array.slices(), query_list, options, callback, total)
+    rows = []
+    for index, key_slice in enumerate(key_array.slices()):
+        rows.append(_analyze_slice(key_slice, queries=None if query_list is None else query_list[index],
+                                   **options))
+        if callback is not None:
+            callback(index + 1, total)
     return rows
 
 

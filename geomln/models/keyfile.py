@@ -34,6 +34,7 @@ import numpy as np
 from .._files import atomic_output
 from ..errors import DataFileError, InputError
 from ._layouts import convention_axes, refuse_unnamed, tl_rotary_facts
+from ._manifest import is_shard_source, read_manifest
 from ._readers import META_KEY, READERS, Bf16, no_pickle_advice
 from .io import TEXT_SUFFIXES, _input_file, _non_empty, _read
 
@@ -342,6 +343,8 @@ def load_keys(path, *, name=None, axes=None):
     Parameters
     ----------
     path : str or Path
+        A shard directory of :func:`~geomln.models.shards.capture_to_shards` (or its ``manifest.json``:
+        the shards are read one after the other and concatenated along ``token``), or a
         ``.npy``, ``.npz``, ``.safetensors`` (read with numpy; torch not needed), ``.pt``/``.pth``
         (``torch.load(weights_only=True)``: a tensor, or a possibly nested dict/list of tensors whose
         names are joined with ``.``), ``.h5``/``.hdf5``, or ``.csv``/``.tsv``/``.txt`` (one row per token;
@@ -397,6 +400,8 @@ def load_keys(path, *, name=None, axes=None):
     >>> [s.matrix.shape for s in keys.slices()]
     [(3, 3), (2, 3), (3, 3), (2, 3)]
     """
+    if is_shard_source(path):
+        return _load_shards(read_manifest(path), name, axes)
     path, suffix = _input_file(path, SUPPORTED_SUFFIXES)
     try:
         if suffix in READERS:
@@ -437,6 +442,19 @@ def load_keys(path, *, name=None, axes=None):
         metadata["stacked_names"] = members
     return KeyArray.from_array(array, axes=stored, tokens=tokens, seq_offsets=offsets, metadata=metadata,
                                name=label)
+
+
+def _load_shards(manifest, name, axes):
+    """Concatenate array `name` of every shard of `manifest` along ``token`` into one :class:`KeyArray`."""
+    parts = [load_keys(file, name=name, axes=axes) for file in manifest["files"]]
+    first = parts[0]
+    offsets = [0]
+    for part in parts:
+        offsets += (offsets[-1] + part.seq_offsets[1:]).tolist()
+    tokens = None if any(p.tokens is None for p in parts) else [t for p in parts for t in p.tokens]
+    metadata = {**first.metadata, "path": str(manifest["path"]), "n_shards": len(parts),
+                "stored_shape": [*first.shape[:-2], sum(p.n_tokens for p in parts), first.d]}
+    return KeyArray(np.concatenate([p.values for p in parts], axis=-2), first.axes, metadata, tokens, offsets)
 
 
 def _to_numpy(value):
