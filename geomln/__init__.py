@@ -14,7 +14,8 @@ Convex hulls with facets (affine rank <= 3 in numba, <= 6 via Qhull)
 Gaussian theory and Monte Carlo
     :func:`expected_vertices_gaussian`, :func:`unselectable_fraction_gaussian`, :func:`estimate_unselectable`.
 Keys saved from models
-    :func:`load_keys`, :func:`save_keys`, :func:`analyze_keys`, :func:`max_attention`, :func:`load_array`.
+    :func:`load_keys`, :func:`save_keys`, :func:`as_key_array`, :func:`analyze_keys`, :func:`max_attention`,
+    :func:`load_array`.
 
 Plots are in :mod:`geomln.plotting`, PyTorch capture in :mod:`geomln.capture`, the paper's experiments in
 :mod:`geomln.experiments` (both need the ``torch`` extra). Nothing is compiled or even imported at
@@ -55,6 +56,9 @@ _EXPORTS = {
     "load_keys": "models",
     "save_keys": "models",
     "KeyArray": "models",
+    "as_key_array": "models",
+    "open_shards": "models",
+    "KeyShards": "models",
     # convex hulls
     "convex_hull": "hull",
     "ConvexHull": "hull",

@@ -7,6 +7,9 @@ Sections
 --------
 Key sets
     :func:`plot_keys`: keys (selectable ones marked), their hull and queries, in 2-D, 3-D or a PCA view.
+Key reports
+    :func:`plot_unselectable_by_layer_head`, :func:`plot_slice_metric` (any per-slice metric as a heatmap),
+    :func:`plot_causal_curve` (fraction of keys still selectable per prefix length).
 
 Every function draws into `ax` when given (``ax=None`` makes a new figure) and returns the Axes.
 Artists carry a ``gid`` (``"selectable"``, ``"unselectable"``, ``"hull"``, ``"queries"``) so that
@@ -250,7 +253,7 @@ def plot_keys(keys, *, queries=None, hull=True, ax=None):
 __all__ += ["plot_unselectable_by_layer_head"]
 
 
-def plot_unselectable_by_layer_head(report, *, ax=None):
+def plot_unselectable_by_layer_head(report, *, fixed_scale=False, ax=None):
     """Heatmap of the fraction of unselectable keys per (layer, head) of a :class:`~geomln.KeyReport`.
 
     Parameters
@@ -259,6 +262,8 @@ def plot_unselectable_by_layer_head(report, *, ax=None):
         From :func:`~geomln.analyze_keys`; sequences and other labels are pooled
         (``sum(n_unselectable) / sum(n)``). A report without a ``head`` (or ``layer``) label gives a single
         column (or row).
+    fixed_scale : bool
+        Colour scale from 0 to 1 (comparable across figures) instead of 0 to the largest fraction.
     ax : matplotlib Axes, optional
         Axes to draw into; None makes a new figure.
 
@@ -281,27 +286,16 @@ def plot_unselectable_by_layer_head(report, *, ax=None):
     (2, 3)
     >>> import matplotlib.pyplot as plt
     >>> plt.close("all")
+
+    See Also
+    --------
+    plot_slice_metric : the same heatmap for any per-slice metric and any pair of labels.
     """
-    grid, layers, heads = report.fraction_grid(rows="layer", cols="head")
-    ax = _axes(ax, three_d=False)
-    peak = float(np.nanmax(grid)) if np.isfinite(grid).any() else 0.0
-    top = peak if peak > 0 else 1.0
-    image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=top, aspect="auto", interpolation="nearest")
-    image.set_gid("unselectable_fraction")
-    ax.set_xticks(range(len(heads)), labels=["" if h is None else str(h) for h in heads])
-    ax.set_yticks(range(len(layers)), labels=["" if v is None else str(v) for v in layers])
-    ax.set_xlabel("head" if heads != [None] else "")
-    ax.set_ylabel("layer" if layers != [None] else "")
-    if grid.size <= 400:
-        for (i, j), value in np.ndenumerate(grid):
-            if np.isfinite(value):
-                ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if value < 0.6 * top else "black")
-    ax.figure.colorbar(image, ax=ax, label="fraction unselectable")
     name = report.meta.get("name") or "keys"
     extra = f", {report.meta['normalization']}" if report.meta.get("normalization") else ""
-    ax.set_title(f"unselectable {name}{extra} (% per cell)", fontsize=9)
-    return ax
+    return plot_slice_metric(report, "fraction_unselectable", rows="layer", cols="head", fixed_scale=fixed_scale,
+                             label="% unselectable", title=f"unselectable {name}{extra} (% per cell)",
+                             gid="unselectable_fraction", ax=ax)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -391,7 +385,7 @@ def plot_unselectable_heatmap(
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("d (key dimension)")
     ax.set_ylabel("n (number of keys)")
-    ax.set_title(f"{chosen.distribution}, normalization: {chosen.normalization} ({chosen.trials} trials)")
+    ax.set_title(f"{chosen.distribution}, {chosen.normalization} ({chosen.trials} trials)", fontsize=10)
     return ax
 
 
@@ -417,8 +411,10 @@ def plot_fraction_vs_n(result, *, d=None, theory=True, normalization=None, distr
     Returns
     -------
     matplotlib Axes
-        One line per d (markers at the Monte Carlo means, shaded 95% intervals) and, with `theory`,
-        one dashed line per d with ``gid`` ``"theory"``.
+        One line per d (markers at the Monte Carlo means; shaded 95% intervals with ``gid``
+        ``"interval"``, left out at cells whose mean is 0) and, with `theory`, one dashed line per
+        d with ``gid`` ``"theory"``. The legend names every d, "exact theory" and "95 % interval"; the
+        y-range runs from 0 to just above the highest value drawn (at least 0.05, at most 1.02).
 
     Raises
     ------
@@ -452,34 +448,182 @@ def plot_fraction_vs_n(result, *, d=None, theory=True, normalization=None, distr
     ax = _axes(ax, three_d=False)
     dense_n = np.arange(int(ns[0]), int(ns[-1]) + 1)
     shift = {"none": 0, "projection": 1}.get(chosen.normalization)
+    top = 0.0  # highest value drawn, for the y-range
     for value in wanted:
         j = available.index(value)
         seen = ~np.isnan(mean[:, j])
         line = ax.plot(
             ns[seen], mean[seen, j], marker="o", markersize=3, label=f"d = {value}", gid="monte carlo"
         )[0]
-        ax.fill_between(ns[seen], low[seen, j], high[seen, j], color=line.get_color(), alpha=0.2, linewidth=0)
+        top = max(top, float(np.max(mean[seen, j], initial=0.0)))
+        nonzero = mean[seen, j] > 0  # cells whose values are all 0: their intervals would stack up at 0
+        if nonzero.any():
+            ax.fill_between(ns[seen], low[seen, j], high[seen, j], where=nonzero, color=line.get_color(),
+                            alpha=0.2, linewidth=0, gid="interval")
+            top = max(top, float(np.max(high[seen, j][nonzero])))
         if not theory:
             continue
         if chosen.distribution == "gaussian" and shift is not None and value - shift >= 1:
-            ax.plot(
-                dense_n,
-                unselectable_fraction_gaussian(dense_n, value - shift),
-                linestyle="--",
-                color=line.get_color(),
-                gid="theory",
-            )
+            curve = unselectable_fraction_gaussian(dense_n, value - shift)
+            ax.plot(dense_n, curve, linestyle="--", color=line.get_color(), gid="theory")
+            top = max(top, float(np.max(curve)))
         elif np.isfinite(exact[seen, j]).any():
             known = seen & np.isfinite(exact[:, j])
             ax.plot(ns[known], exact[known, j], linestyle="--", color=line.get_color(), gid="theory")
+            top = max(top, float(np.max(exact[known, j])))
     ax.set_xlabel("n (number of keys)")
     ax.set_ylabel("fraction of unselectable keys")
-    ax.set_ylim(-0.02, 1.02)
-    note = (
-        " (dashed: exact theory)"
-        if theory and any(line.get_gid() == "theory" for line in ax.get_lines())
-        else ""
-    )
-    ax.set_title(f"{chosen.distribution}, normalization: {chosen.normalization}{note}")
-    ax.legend(fontsize="small")
+    upper = min(1.02, max(0.05, 1.08 * top))
+    ax.set_ylim(-0.02 * upper, upper)
+    ax.set_title(f"{chosen.distribution}, normalization: {chosen.normalization}")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles, _ = ax.get_legend_handles_labels()
+    if any(line.get_gid() == "theory" for line in ax.get_lines()):
+        handles.append(Line2D([], [], color="gray", linestyle="--", label="exact theory"))
+    if any(c.get_gid() == "interval" for c in ax.collections):
+        handles.append(Patch(color="gray", alpha=0.2, linewidth=0, label="95 % interval"))
+    ax.legend(handles=handles, fontsize="small")
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------------
+# per-slice metrics and causal curves of a KeyReport
+# ---------------------------------------------------------------------------------------------------
+
+__all__ += ["plot_slice_metric", "plot_causal_curve"]
+
+
+def _grid_labels(report, rows, cols):
+    """Default (rows, cols) labels: layer x head when the report has them, else its first two labels."""
+    names = [n for n in dict.fromkeys(k for r in report.rows for k in r["labels"])]
+    rows = rows or ("layer" if "layer" in names else next((n for n in names if n != "head"), None))
+    cols = cols or ("head" if "head" in names else next((n for n in names if n != rows), None))
+    return rows, cols
+
+
+def _tick_labels(values):
+    return ["all" if v is None else str(v) for v in values]
+
+
+def plot_slice_metric(report, metric="fraction_unselectable", *, rows=None, cols=None, fixed_scale=False,
+                      vmin=None, vmax=None, label=None, title=None, gid="slice_metric", ax=None):
+    """Heatmap of any per-slice metric of a :class:`~geomln.KeyReport`, pooled over the other labels.
+
+    Parameters
+    ----------
+    report : KeyReport
+        From :func:`~geomln.analyze_keys`.
+    metric : str or callable
+        A scalar row field (``"fraction_unselectable"``, ``"causal_pair_fraction"``, ``"min_max_attention"``,
+        ...) or ``row -> float``; pooled as by :meth:`~geomln.KeyReport.metric_grid` (key-weighted mean).
+    rows, cols : str, optional
+        Labels along each side. Default ``layer`` x ``head``; for reports without them (plain arrays, batches
+        of sequences) the report's first two labels, each axis titled with its label name, and a single row
+        or column ticked ``all`` where a label is missing.
+    fixed_scale : bool
+        Colour scale from 0 to 1 (for fractions; comparable across figures). Overrides `vmin` and `vmax`.
+    vmin, vmax : float, optional
+        Colour scale limits (default: 0 or the smallest value, and the largest value).
+    label, title : str, optional
+        Colour bar label (default: the metric's name) and title.
+    gid : str
+        ``gid`` of the image.
+    ax : matplotlib Axes, optional
+        Axes to draw into; None makes a new figure.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        ``ax.images[0]`` holds the plotted grid; cells are annotated (in % for a 0-1 scale) when there are
+        at most 400.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np, geomln
+    >>> from geomln.plotting import plot_slice_metric
+    >>> keys = geomln.KeyArray.from_array(np.random.default_rng(0).normal(size=(3, 12, 2)),
+    ...                                   axes="batch,token,dim")
+    >>> ax = plot_slice_metric(geomln.analyze_keys(keys, causal=True), "causal_pair_fraction", fixed_scale=True)
+    >>> ax.images[0].get_array().shape, ax.get_ylabel(), ax.images[0].get_clim()
+    ((3, 1), 'batch', (0.0, 1.0))
+    >>> import matplotlib.pyplot as plt
+    >>> plt.close("all")
+    """
+    rows, cols = _grid_labels(report, rows, cols)
+    grid, row_values, col_values = report.metric_grid(metric, rows=rows, cols=cols)
+    ax = _axes(ax, three_d=False)
+    finite = grid[np.isfinite(grid)]
+    if fixed_scale:
+        vmin, vmax = 0.0, 1.0
+    vmin = (min(0.0, float(finite.min())) if finite.size else 0.0) if vmin is None else float(vmin)
+    vmax = (float(finite.max()) if finite.size else 1.0) if vmax is None else float(vmax)
+    vmax = vmax if vmax > vmin else vmin + 1.0
+    image = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+    image.set_gid(gid)
+    ax.set_xticks(range(len(col_values)), labels=_tick_labels(col_values))
+    ax.set_yticks(range(len(row_values)), labels=_tick_labels(row_values))
+    ax.set_xlabel(cols if col_values != [None] else "")
+    ax.set_ylabel(rows if row_values != [None] else "")
+    percent = 0.0 <= vmin and vmax <= 1.0
+    if grid.size <= 400:
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                ax.text(j, i, f"{100 * value:.0f}" if percent else f"{value:.3g}", ha="center", va="center",
+                        fontsize=7, color="white" if value < vmin + 0.6 * (vmax - vmin) else "black")
+    name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
+    from matplotlib.ticker import PercentFormatter
+
+    # a fraction is drawn in % on the cells, the colour bar and the title alike
+    ax.figure.colorbar(image, ax=ax, label=label or name.replace("_", " ") + (" (%)" if percent else ""),
+                       format=PercentFormatter(xmax=1.0, decimals=0) if percent else None)
+    ax.set_title(title or f"{name.replace('_', ' ')}" + (" (% per cell)" if percent else ""), fontsize=9)
+    return ax
+
+
+def plot_causal_curve(report, *, group_by=None, ax=None):
+    """Fraction of the keys visible at each prefix length that can still win the argmax (causal reports).
+
+    Parameters
+    ----------
+    report : KeyReport
+        From :func:`~geomln.analyze_keys` with ``causal=True``; see :meth:`~geomln.KeyReport.causal_curve`.
+    group_by : str, optional
+        One line per value of this label (e.g. ``"layer"``); default one line pooling every slice.
+    ax : matplotlib Axes, optional
+        Axes to draw into; None makes a new figure.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        One line per group (gid ``"causal_curve"``), x = prefix length, y in [0, 1].
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np, geomln
+    >>> from geomln.plotting import plot_causal_curve
+    >>> keys = geomln.KeyArray.from_array(np.random.default_rng(0).normal(size=(2, 20, 2)),
+    ...                                   axes="layer,token,dim")
+    >>> ax = plot_causal_curve(geomln.analyze_keys(keys, causal=True), group_by="layer")
+    >>> len(ax.lines), float(ax.lines[0].get_ydata()[0])
+    (2, 1.0)
+    >>> import matplotlib.pyplot as plt
+    >>> plt.close("all")
+    """
+    lengths, fractions, groups = report.causal_curve(group_by=group_by)
+    ax = _axes(ax, three_d=False)
+    for group, fraction in zip(groups, fractions, strict=True):
+        (line,) = ax.plot(lengths, fraction, label="all slices" if group is None else f"{group_by} {group}")
+        line.set_gid("causal_curve")
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("prefix length t (keys visible to the query at position t - 1)")
+    ax.set_ylabel("fraction of visible keys that can win")
+    if len(groups) > 1:
+        ax.legend(fontsize=7)
+    ax.set_title(f"causal selectability of {report.meta.get('name') or 'keys'}", fontsize=9)
     return ax

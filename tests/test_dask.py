@@ -104,7 +104,9 @@ def test_grid_on_a_client_equals_the_local_grid_bit_for_bit(cluster):
     executor = there.provenance["executor"]
     assert {k: executor[k] for k in ("executor", "scheduler", "dask_workers")} == {
         "executor": "dask", "scheduler": local.scheduler_address, "dask_workers": 2}
-    assert 1 <= executor["tasks"] < 2 * 4 * 2  # cheap cells (distribution, n, d) are grouped into tasks
+    # how many cells share a task follows the workers' measured speed (a busy machine groups fewer): only the
+    # bounds are machine-independent; `chunk` itself is tested on fixed costs (its doctest)
+    assert 1 <= executor["tasks"] <= 2 * 4 * 2
     assert there.provenance["timings"]["workers_used"] == 2
     assert client.status == "running"  # a client passed in is left open
 
@@ -199,7 +201,7 @@ def test_analyze_keys_on_dask_equals_the_local_report(cluster, rng):
     values = rng.normal(size=(2, 3, 30, 3))
     values[:, :, 7] = values[:, :, :4].mean(axis=2)  # an interior key in every slice
     keys = geomln.KeyArray.from_array(values, axes="layer,head,token,dim", seq_offsets=[0, 12, 30])
-    queries = rng.normal(size=(2, 3, 30, 3))
+    queries = geomln.KeyArray.from_array(rng.normal(size=(2, 3, 30, 3)), axes="layer,head,token,dim")
     options = {"causal": True, "queries": queries, "query_norm": 2.0, "normalization": "projection"}
     here = analyze_keys(keys, **options)
     calls = []

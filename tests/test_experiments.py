@@ -11,7 +11,13 @@ import pytest
 import geomln
 from geomln.cli._main import main
 from geomln.errors import InputError
-from geomln.experiments.majority import make_majority_data, steps_to_reach, stratified_split
+from geomln.experiments.majority import (
+    class_counts,
+    majority_partitions,
+    make_majority_data,
+    steps_to_reach,
+    stratified_split,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_CORPUS = ROOT / "data" / "kjv_excerpt.txt"
@@ -43,6 +49,48 @@ def test_majority_data_labels_and_margins(seq_len, n_classes, margin):
         counts = sorted(((list(row).count(c), c) for c in range(n_classes)), reverse=True)
         assert counts[0][1] == label
         assert counts[0][0] - counts[1][0] >= margin
+
+
+@pytest.mark.parametrize("seq_len, n_classes, margin", [(12, 4, 2), (9, 5, 1), (8, 3, 8), (10, 5, 3)])
+def test_majority_partitions_match_brute_force(seq_len, n_classes, margin):
+    import itertools
+
+    expected = set()
+    for counts in itertools.product(range(seq_len + 1), repeat=n_classes):
+        top = sorted(counts, reverse=True)
+        if sum(counts) == seq_len and top[0] - top[1] >= margin:
+            expected.add(tuple(top))
+    got = majority_partitions(seq_len, n_classes, margin)
+    assert got.shape == (len(expected), n_classes) and {tuple(row) for row in got} == expected
+    assert [tuple(row) for row in got] == sorted(expected, reverse=True)
+
+
+def test_majority_partitions_at_the_papers_sizes():
+    assert majority_partitions(50, 20, 6).shape == (69414, 20)
+    assert majority_partitions(30, 10, 6).shape == (1204, 10)
+
+
+@pytest.mark.parametrize("n_samples, per_partition", [(120, 10), (500, 10), (37, 4)])
+def test_majority_data_draws_per_partition_blocks(n_samples, per_partition):
+    tokens, labels = make_majority_data(n_samples, seq_len=12, n_classes=4, min_margin=2,
+                                        per_partition=per_partition, rng=3)
+    profiles = np.sort(class_counts(tokens, 4), axis=1)[:, ::-1]
+    blocks = [profiles[i : i + per_partition] for i in range(0, n_samples, per_partition)]
+    assert all((block == block[0]).all() for block in blocks)  # one partition per block
+    n_partitions = majority_partitions(12, 4, 2).shape[0]  # 22: 120 samples use 12 distinct ones
+    distinct = {tuple(block[0]) for block in blocks}
+    assert len(distinct) == min(len(blocks), n_partitions)
+
+
+def test_majority_data_class_balance():
+    labels = make_majority_data(20_000, seq_len=30, n_classes=10, rng=0)[1]
+    shares = np.bincount(labels, minlength=10) / labels.size
+    assert np.abs(shares - 0.1).max() < 0.012  # ~4 standard errors of a binomial share
+
+
+def test_class_counts():
+    tokens = np.array([[0, 2, 2, 1], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(class_counts(tokens, 3), [[1, 1, 2], [0, 4, 0]])
 
 
 def test_majority_data_is_deterministic_and_shuffled():
@@ -137,19 +185,23 @@ def test_factorized_layer_norm_agrees_with_torch_layer_norm(rng):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("variant", ["projection", "no-projection", "none"])
-def test_majority_model_keys_and_effective_queries(variant):
+@pytest.mark.parametrize(
+    "variant, norm, key_norm",
+    [("projection", "paper", np.sqrt(5)), ("projection", "sqrt-d", np.sqrt(5)),
+     ("no-projection", "paper", 1 / np.sqrt(5)), ("no-projection", "sqrt-d", np.sqrt(5)), ("none", "paper", None)],
+)
+def test_majority_model_keys_and_effective_queries(variant, norm, key_norm):
     torch = pytest.importorskip("torch")
     from geomln.experiments._models import MajorityModel
 
     torch.manual_seed(0)
-    model = MajorityModel(6, hidden=5, ff=7, variant=variant).double()
+    model = MajorityModel(6, hidden=5, ff=7, variant=variant, no_projection_norm=norm).double()
     keys, queries = model.keys_and_queries()
     emb = model.embedding.weight.detach()
     if variant == "none":
         torch.testing.assert_close(keys, emb)
-    else:
-        np.testing.assert_allclose(keys.norm(dim=1).numpy(), np.sqrt(5), rtol=1e-13)
+    else:  # norms at initialisation: the paper's no-projection keys are 5x shorter than LayerNorm's
+        np.testing.assert_allclose(keys.norm(dim=1).numpy(), key_norm, rtol=1e-13)
         sums = keys.sum(dim=1).abs().max().item()
         assert (sums < 1e-12) if variant == "projection" else (sums > 1e-3)
     # the effective query's dot product with a key is the raw attention score
@@ -161,6 +213,37 @@ def test_majority_model_keys_and_effective_queries(variant):
     # no positions: permuting the sequence permutes the outputs
     permuted = model(torch.tensor([[1, 2, 1, 0]]))
     torch.testing.assert_close(permuted[0, [3, 0, 1, 2]], logits[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.torch
+def test_majority_model_initialisation_follows_transformer_encoder_layer():
+    torch = pytest.importorskip("torch")
+    from geomln.experiments._models import MajorityModel
+
+    torch.manual_seed(0)
+    model = MajorityModel(20, hidden=8, ff=8)
+    stacked = torch.cat([model.w_q.weight, model.w_k.weight, model.w_v.weight]).detach()
+    bound = np.sqrt(6 / (8 + 24))  # Xavier-uniform of the (24, 8) in_proj_weight
+    assert stacked.abs().max() <= bound and stacked.abs().max() > 0.9 * bound
+    assert torch.all(model.out.bias == 0) and model.norm2.eps == 0.0 and model.norm1.eps == 0.0
+    assert model.w_q.bias is None and model.w_k.bias is None and model.w_v.bias is None
+    assert abs(float(model.embedding.weight.detach().std()) - 1) < 0.2  # nn.Embedding: standard normal
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("variant, norm", [("projection", "paper"), ("no-projection", "paper"),
+                                           ("no-projection", "sqrt-d"), ("none", "paper")])
+def test_majority_forward_counts_equals_token_forward(variant, norm):
+    torch = pytest.importorskip("torch")
+    from geomln.experiments._models import MajorityModel
+
+    tokens, _ = make_majority_data(30, seq_len=12, n_classes=5, min_margin=2, rng=4)
+    torch.manual_seed(1)
+    model = MajorityModel(5, hidden=4, ff=3, variant=variant, no_projection_norm=norm).double()
+    by_token = model(torch.from_numpy(tokens))
+    by_count = model.forward_counts(torch.from_numpy(class_counts(tokens, 5)))
+    torch.testing.assert_close(by_count[torch.arange(30)[:, None], torch.from_numpy(tokens)], by_token,
+                               rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.torch
@@ -182,7 +265,11 @@ def test_train_majority_smoke_is_deterministic():
     final = geomln.angle_to_ones(a.queries, folded=True)
     assert final.min() - 1 <= a.angle[-1] <= final.max() + 1
     summary = summarize_majority([a, c], threshold=100.0)
-    assert summary["projection"]["steps_to_loss"] == [1] and summary["no-projection"]["seeds"] == [3]
+    assert summary["projection"]["steps_to_loss"] == [1] and summary["no-projection (paper norm)"]["seeds"] == [3]
+    assert summary["projection"]["steps_to_loss_mean_std"] == {"mean": 1.0, "std": 0.0}
+    assert summary["projection"]["loss_at_step"] == {}  # no checkpoint within 4 steps
+    with pytest.raises(InputError, match="no_projection_norm"):
+        train_majority(variant="no-projection", no_projection_norm="unit", **kwargs)
 
 
 @pytest.mark.torch
@@ -305,13 +392,17 @@ def test_cli_majority_smoke(tmp_path, capsys):
     pytest.importorskip("torch")
     out = tmp_path / "maj"
     argv = ["experiment", "majority", "--out", str(out), "--seeds", "2", "--steps", "3", "--samples", "300",
-            "--batch-size", "50", "--eval-every", "2", "--hidden", "3", "--no-progress"]
+            "--batch-size", "50", "--eval-every", "2", "--hidden", "3", "--no-progress", "--seq-len", "12",
+            "--classes", "5", "--margin", "2", "--ffn", "4", "--no-projection-norm", "paper", "sqrt-d"]
     assert main(argv) == 0
-    assert "projection" in capsys.readouterr().out
+    assert "no-projection (sqrt-d norm)" in capsys.readouterr().out
     rows = (out / "runs.csv").read_text().splitlines()
-    assert rows[0] == "variant,seed,step,loss,angle_deg,test_accuracy" and len(rows) == 1 + 2 * 2 * 3
+    assert rows[0] == "variant,seed,step,loss,angle_deg,test_accuracy" and len(rows) == 1 + 2 * 3 * 3
     report = json.loads((out / "summary.json").read_text())
+    assert list(report["summary"]) == ["projection", "no-projection (paper norm)", "no-projection (sqrt-d norm)"]
     assert report["summary"]["projection"]["seeds"] == [0, 1]
+    arguments = report["provenance"]["arguments"]
+    assert (arguments["seq_len"], arguments["classes"], arguments["ffn"]) == (12, 5, 4)
     assert report["provenance"]["arguments"]["steps"] == 3 and "torch" in report["provenance"]["versions"]
     assert (out / "curves.png").stat().st_size > 0 and (out / "keys_queries_3d.png").stat().st_size > 0
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -1,22 +1,25 @@
 """Report, per layer x head (x sequence) of a key file, which keys can never receive the top attention score.
 
 Prints a readable table (sequences pooled per layer x head); --format json/csv writes the full per-slice
-report (to --out when given, atomically; the table then still goes to stdout). --plot draws the unselectable
+report (to --out when given, atomically; the table then still goes to stdout). A shard directory is
+analysed one shard at a time and reported as one file. --plot draws the unselectable
 fraction per (layer, head) as a heatmap.
 """
 
 import io
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .._files import atomic_output
-from ..errors import DataFileError, InputError
+from ..errors import DataFileError, GeomlnWarning, InputError
 from ..executors import EXECUTORS
 from ..models.analysis import NORMALIZATIONS, analyze_keys
 from ..models.io import load_array
 from ..models.keyfile import load_keys
+from ..models.shards import as_shards
 from ._output import write_text
 
 #: library parameters that are not named like a flag (see geomln.cli._main.speak_cli)
@@ -26,7 +29,9 @@ _PROGRESS_MIN_SLICES = 10
 
 
 def add_args(parser):
-    parser.add_argument("file", help="key file (.npz, .npy, .safetensors, .pt, .h5, .csv, .tsv, .txt)")
+    parser.add_argument("file", help="key file (.npz, .npy, .safetensors, .pt, .h5, .csv, .tsv, .txt), or a "
+                                     "shard directory of `geomln capture --shard-size` (or its manifest.json), "
+                                     "analysed shard by shard")
     parser.add_argument("--name", help="array inside the file (default: the file's default array), e.g. "
                                        "hidden_before_ln")
     parser.add_argument("--axes", help="axis names as stored, e.g. layer,head,token,dim (default: the file's "
@@ -54,6 +59,8 @@ def add_args(parser):
                         help="local: this process (default); dask: the Dask cluster at --scheduler, else a "
                              "local Dask cluster (needs the dask extra)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (default: one on a terminal for 10+ slices or --query-norm)")
 
 
 def _load_bias(path, keys):
@@ -101,12 +108,24 @@ def run(args):
         _check_destination(args.plot, "--plot")
     if args.out is not None and str(args.out) != "-":
         _check_destination(args.out, "--out")
-    keys = load_keys(args.file, name=args.name, axes=args.axes)
+    keys = as_shards(args.file, name=args.name)
+    if keys is None:
+        keys = load_keys(args.file, name=args.name, axes=args.axes)
+    elif args.axes is not None:
+        raise InputError("`--axes` cannot be given with a shard directory: its shard files name their axes")
     bias = None if args.bias is None else _load_bias(args.bias, keys)
-    progress = sys.stderr.isatty() and keys.n_slices >= _PROGRESS_MIN_SLICES
-    report = analyze_keys(keys, bias=bias, causal=args.causal, queries=args.queries,
-                          normalization=args.normalization, tol=args.tol, query_norm=args.query_norm,
-                          progress=progress, executor=args.executor, scheduler=args.scheduler)
+    long_run = keys.n_slices >= _PROGRESS_MIN_SLICES or args.query_norm is not None
+    progress = not args.no_progress and sys.stderr.isatty() and long_run
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GeomlnWarning)
+        report = analyze_keys(keys, bias=bias, causal=args.causal, queries=args.queries,
+                              normalization=args.normalization, tol=args.tol, query_norm=args.query_norm,
+                              progress=progress, executor=args.executor, scheduler=args.scheduler)
+    for warning in caught:  # the library's caveats become one note line each; anything else is re-issued
+        if issubclass(warning.category, GeomlnWarning):
+            print(f"geomln: note: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     table = report.to_table(per_slice=args.per_slice)
     text = {"table": table, "json": report.to_json(), "csv": report.to_csv()}[args.format]
     image = None if args.plot is None else _plot_bytes(report, Path(args.plot).suffix.lower())

@@ -20,7 +20,8 @@ from ._output import dumps_json
 
 #: library parameters that are not named like a flag (see geomln.cli._main.speak_cli)
 PARAMETERS = {"variant": "--variants", "n_samples": "--samples", "n_sequences": "--eval-sequences",
-              "length": "--eval-length"}
+              "length": "--eval-length", "n_classes": "--classes", "ff": "--ffn",
+              "min_margin": "--margin"}
 
 
 def add_args(parser):
@@ -42,11 +43,26 @@ def add_args(parser):
         choices=["projection", "no-projection", "none"],
         help="LayerNorm variants to train",
     )
-    m.add_argument("--samples", type=int, default=100_000, help="sequences, split 80/20 (default 100000)")
+    m.add_argument(
+        "--no-projection-norm",
+        nargs="+",
+        default=["paper"],
+        choices=["paper", "sqrt-d"],
+        help="norm of the no-projection keys: 1/sqrt(d) as in the paper's code, and/or sqrt(d) as "
+        "LayerNorm's; one no-projection run per choice (default paper)",
+    )
+    m.add_argument(
+        "--samples", type=int, default=100_000, help="sequences, 10 per partition, split 80/20 (default 100000)"
+    )
+    m.add_argument("--seq-len", type=int, default=50, help="tokens per sequence (default 50)")
+    m.add_argument("--classes", type=int, default=20, help="vocabulary size (default 20)")
+    m.add_argument(
+        "--margin", type=int, default=6, help="lead of the majority class over the runner-up (default 6)"
+    )
     m.add_argument(
         "--hidden", type=int, default=8, help="model width (default 8; 3 also draws Figures 1a/1b)"
     )
-    m.add_argument("--ff", type=int, default=8, help="feed-forward width (default 8)")
+    m.add_argument("--ffn", type=int, default=8, help="feed-forward width (default 8)")
     m.add_argument("--batch-size", type=int, default=6000, help="sequences per step (default 6000)")
     m.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     m.add_argument("--eval-every", type=int, default=10, help="test accuracy every N steps (default 10)")
@@ -170,15 +186,24 @@ def _run_majority(args):
     out = ensure_directory(args.out)
     started, start = _now(), time.perf_counter()
     runs = []
+    configurations = [
+        (variant, norm)
+        for variant in args.variants
+        for norm in (args.no_projection_norm if variant == "no-projection" else args.no_projection_norm[:1])
+    ]
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for variant in args.variants:
+        for variant, norm in configurations:
             runs.append(
                 majority.train_majority(
                     variant=variant,
+                    no_projection_norm=norm,
                     seed=seed,
                     n_samples=args.samples,
+                    seq_len=args.seq_len,
+                    n_classes=args.classes,
+                    min_margin=args.margin,
                     hidden=args.hidden,
-                    ff=args.ff,
+                    ff=args.ffn,
                     **_loop_options(args),
                 )
             )
@@ -189,9 +214,7 @@ def _run_majority(args):
     )
     majority.plot_majority_curves(runs, out / "curves.png")
     if args.hidden == 3:
-        majority.plot_keys_queries_3d(
-            [next(r for r in runs if r.variant == v) for v in args.variants], out / "keys_queries_3d.png"
-        )
+        majority.plot_keys_queries_3d(runs[: len(configurations)], out / "keys_queries_3d.png")
     summary = majority.summarize_majority(runs, threshold=args.threshold)
     report = {
         "summary": summary,
@@ -200,11 +223,12 @@ def _run_majority(args):
     }
     with atomic_output(out / "summary.json") as stream:
         stream.write(dumps_json(report))
-    for variant, s in summary.items():
+    for label, s in summary.items():
+        angle, accuracy, loss = s["final_angle"], s["final_test_accuracy"], s["final_loss"]
         print(
-            f"{variant:>14}: loss<={args.threshold} at steps {s['steps_to_loss']}; final angle "
-            f"{s['final_angle_mean']:.1f}+/-{s['final_angle_std']:.1f} deg; final test accuracy "
-            f"{s['final_test_accuracy_mean']:.4f}"
+            f"{label}: loss<={args.threshold} at steps {s['steps_to_loss']}; final loss "
+            f"{loss['mean']:.3f}+/-{loss['std']:.3f}; final angle {angle['mean']:.1f}+/-{angle['std']:.1f} deg; "
+            f"final test accuracy {accuracy['mean']:.4f}+/-{accuracy['std']:.4f}"
         )
     return 0
 

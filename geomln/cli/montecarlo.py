@@ -128,7 +128,8 @@ def save_heatmaps(result, out):
     normalizations = result.labels("normalization")
     paths = []
     for metric, name in zip(_METRICS, _HEATMAPS, strict=True):
-        figure = Figure(figsize=(4.2 * len(normalizations), 3.6 * len(distributions)), layout="constrained")
+        figure = Figure(figsize=(5.0 * len(normalizations), 3.8 * len(distributions)), layout="constrained")
+        figure.get_layout_engine().set(w_pad=0.15, wspace=0.08)  # colour bar labels clear of the next panel
         axes = figure.subplots(len(distributions), len(normalizations), squeeze=False)
         for i, distribution in enumerate(distributions):
             for j, normalization in enumerate(normalizations):
@@ -146,10 +147,11 @@ def save_heatmaps(result, out):
     return paths
 
 
-def save_theory_curves(result, out, *, max_curves=5):
+def save_theory_curves(result, out, *, max_curves=5, max_columns=3):
     """Write ``fraction_vs_n.png``: Monte Carlo fraction against n with the exact theory dashed.
 
-    Up to `max_curves` evenly spaced d are drawn, one panel per (distribution, normalization).
+    Up to `max_curves` evenly spaced d are drawn, one panel per (distribution, normalization), at most
+    `max_columns` panels per row.
     """
     from matplotlib.figure import Figure
 
@@ -158,9 +160,13 @@ def save_theory_curves(result, out, *, max_curves=5):
     ds = sorted({row.d for row in result})
     shown = [ds[i] for i in sorted({round(k * (len(ds) - 1) / max(max_curves - 1, 1)) for k in range(max_curves)})]
     panels = [(dist, norm) for dist in result.labels("distribution") for norm in result.labels("normalization")]
-    figure = Figure(figsize=(5.0 * len(panels), 4.0), layout="constrained")
-    for ax, (distribution, normalization) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels,
-                                                 strict=True):
+    columns = min(len(panels), max_columns)
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(5.0 * columns, 4.0 * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in grid[len(panels):]:
+        ax.set_visible(False)
+    for ax, (distribution, normalization) in zip(grid, panels, strict=False):
         plot_fraction_vs_n(result, d=shown, distribution=distribution, normalization=normalization, ax=ax)
         ax.set_title(f"{distribution}, {normalization}")
     path = Path(out) / _CURVES

@@ -4,6 +4,7 @@ Selectability (hull vertices) with a witness query or convex weights for every v
 membership, and the independent checker of the certificates.
 """
 
+from .certificates import verify_selectability
 from .membership import (
     HullMembership,
     in_hull,
@@ -14,7 +15,6 @@ from .selectability import (
     default_tol,
     hull_vertices,
     selectable_keys,
-    verify_selectability,
 )
 
 __all__ = [

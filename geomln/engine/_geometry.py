@@ -258,3 +258,21 @@ def solve_with_lp(points, n, key, ray, tol, slot, decisions):
             return
     if not _solve_with_all_sites(points, n, key, ray, tol, slot, decisions):
         raise RuntimeError(f"neither HiGHS nor Wolfe's algorithm decided key {key}; please report this input")
+
+
+def decide_in_prefixes(points, keys, ends, shared_seeds, seeds, lows, highs):
+    """Decide each of `keys` against the hull of its own prefix ``points[:ends[r]]`` (itself excluded).
+
+    `points` (m, dim) are normalized coordinates; the points `shared_seeds` (known extreme points) and
+    `seeds` (b, k) start each key's working set (ids, padded with -1); `lows` and `highs` are per-key
+    stopping distances as in :func:`wolfe_limits`. Returns :class:`Decisions`; status NEED_POINT never
+    occurs, STALLED keys are left to the caller.
+    """
+    points = np.ascontiguousarray(points)
+    max_major = wolfe_limits(1.0, points.shape[1])[2]
+    st, dist, marg, direc, supp, wts, _ = kernels.distance_to_prefix_hulls(
+        points, np.ascontiguousarray(points.T), (points * points).sum(axis=1), np.asarray(keys, dtype=np.intp),
+        np.asarray(ends, dtype=np.intp), np.unique(np.asarray(shared_seeds, dtype=np.intp)),
+        np.ascontiguousarray(seeds, dtype=np.intp),
+        np.ascontiguousarray(lows, dtype=np.float64), np.ascontiguousarray(highs, dtype=np.float64), max_major)
+    return Decisions(st, dist, marg, direc, supp, wts)

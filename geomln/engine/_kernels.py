@@ -309,7 +309,7 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, hi
     normal = x.copy()
     stalled = True  # unless a stopping rule below is met within max_major iterations
     separated = False
-    valid = 0  # columns of the workspace's QR factorisation that match the corral (size - 1 after a cycle)
+    valid = np.intp(0)  # QR columns that match the corral (np.intp: a literal 0 would compile _minor_cycle twice)
     for _ in range(max_major):
         norm2 = (x * x).sum()
         if norm2 <= low * low:
@@ -502,7 +502,11 @@ def _normalized_set(keys):
     of coordinates could under- or overflow.
     """
     n, dim = keys.shape
-    centred = keys - keys.sum(axis=0) / n
+    total = np.zeros(dim)  # summed row by row, as keys.sum(axis=0) does, without compiling numba's axis sum
+    for i in range(n):
+        for t in range(dim):
+            total[t] += keys[i, t]
+    centred = keys - total / n
     radius2 = 0.0
     for i in range(n):
         radius2 = max(radius2, _row_dot(centred, i, centred[i]))
@@ -590,6 +594,8 @@ def _count_unselectable_in_set(points, ids, low, high, max_major, out):
                 certain[top_at] = True
     status, support, weights = out[0], out[4], out[5]
     query = np.empty(dim)
+    # typed like the engine's arguments, not as literals: the engine's compiled _decide_key serves here too
+    no_ray, first_row = np.bool_(False), np.intp(0)
     # where the scan certified most keys, the others are likely vertices too: try cheap reflections first
     reflections = REFLECTIONS if 2 * certain.sum() > n else 0
     unselectable = 0
@@ -597,7 +603,7 @@ def _count_unselectable_in_set(points, ids, low, high, max_major, out):
         if certain[i] or _reflection_certifies(points, points_t, i, high, reflections, scores, query):
             continue
         support[0, :] = -1
-        _decide_key(points, i, n, False, ids, points_t, norm2, points_t, low, high, max_major, 0, out)
+        _decide_key(points, i, n, no_ray, ids, points_t, norm2, points_t, low, high, max_major, first_row, out)
         if status[0] == SELECTABLE:
             continue
         if status[0] != UNSELECTABLE:
@@ -633,7 +639,7 @@ def count_unselectable_sets(key_sets, low, high, max_major):
     counts = np.zeros(sets, dtype=np.int64)
     settled = np.zeros(sets, dtype=np.bool_)
     ids = np.arange(n)
-    out = _allocate_decisions(1, dim)
+    out = _allocate_decisions(np.intp(1), dim)  # np.intp: one specialization, the engine's
     for s in range(sets):
         if n == 1:
             settled[s] = True
@@ -644,3 +650,50 @@ def count_unselectable_sets(key_sets, low, high, max_major):
         if safe:
             settled[s], counts[s] = _count_unselectable_in_set(points, ids, low, high, max_major, out)
     return counts, settled
+
+
+@parallel_jit
+def distance_to_prefix_hulls(points, points_t, norm2, keys, ends, shared_seeds, seeds, lows, highs, max_major):
+    """Decide each key against the hull of its own prefix of the points, with Clarkson's loop inside.
+
+    Key ``keys[r]`` sees only the sites ``points[:ends[r]]`` (itself excluded) and its own tolerances
+    ``lows[r]``, ``highs[r]``. Its working set starts from the sorted ids `shared_seeds` and its own
+    ``seeds[r]`` (padded with -1), those inside the prefix; while :func:`_decide_key` reports a violating
+    site, the site joins the working set and the key is decided again; a repeated violator makes it
+    STALLED. `points_t` is ``points.T`` (C order) and `norm2` the squared row norms.
+    Returns the arrays of :func:`distance_to_hull_batch`.
+    """
+    out = _allocate_decisions(keys.shape[0], points.shape[1])
+    status, support, weights, violator = out[0], out[4], out[5], out[6]
+    for row in prange(keys.shape[0]):
+        key, end = keys[row], ends[row]
+        ids = np.empty(end, dtype=np.intp)
+        size = 0
+        for seed in shared_seeds:
+            if seed >= end:
+                break
+            if seed != key:
+                ids[size] = seed
+                size += 1
+        for seed in seeds[row]:
+            if 0 <= seed < end and seed != key and not (ids[:size] == seed).any():
+                ids[size] = seed
+                size += 1
+        if size == 0:
+            ids[0] = 1 if key == 0 else 0
+            size = 1
+        while True:
+            candidates = ids[:size].copy()
+            cand_t = np.ascontiguousarray(points_t[:, candidates])
+            support[row, :] = -1
+            weights[row, :] = 0.0
+            _decide_key(points, key, end, False, candidates, cand_t, norm2[candidates], points_t[:, :end],
+                        lows[row], highs[row], max_major, row, out)
+            if status[row] != NEED_POINT:
+                break
+            if (candidates == violator[row]).any():
+                status[row] = STALLED
+                break
+            ids[size] = violator[row]
+            size += 1
+    return out

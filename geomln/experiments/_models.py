@@ -13,12 +13,22 @@ try:  # optional dependency: the core package never needs it
 except ImportError:  # pragma: no cover - exercised only where torch is absent
     torch = nn = F = None
 
-__all__ = ["require_torch", "FactorizedLayerNorm", "MajorityModel", "TinyGPT", "MAJORITY_VARIANTS"]
+__all__ = [
+    "require_torch",
+    "FactorizedLayerNorm",
+    "MajorityModel",
+    "TinyGPT",
+    "MAJORITY_VARIANTS",
+    "NO_PROJECTION_NORMS",
+]
 
 _Module = nn.Module if nn is not None else object
 
 #: majority-task variant -> (projection, scaling) of the LayerNorm before attention
 MAJORITY_VARIANTS = {"projection": (True, True), "no-projection": (False, True), "none": (False, False)}
+
+#: norms of the ``no-projection`` keys, see :class:`MajorityModel`
+NO_PROJECTION_NORMS = ("paper", "sqrt-d")
 
 
 def require_torch():
@@ -91,7 +101,10 @@ class MajorityModel(_Module):
 
     Token embedding (width `hidden`), ``norm1`` (the variant's factorized LayerNorm, no affine,
     ``eps = 0``), one attention head whose input projection has no bias, a residual ReLU
-    feed-forward of width `ff`, and logits through the tied embedding.
+    feed-forward of width `ff` behind ``norm2`` (a LayerNorm with ``eps = 0``), and logits through
+    the tied embedding. Initialised like PyTorch's ``TransformerEncoderLayer``, as in the paper's
+    code: the stacked ``(3 hidden, hidden)`` input projection is Xavier-uniform, the attention
+    output bias is zero, the embedding is standard normal.
 
     Parameters
     ----------
@@ -100,39 +113,75 @@ class MajorityModel(_Module):
     variant : {"projection", "no-projection", "none"}
         ``projection``: projection and scaling (LayerNorm without affine); ``no-projection``:
         scaling only; ``none``: identity.
+    no_projection_norm : {"paper", "sqrt-d"}, default "paper"
+        Norm of the ``no-projection`` keys: ``1 / sqrt(hidden)`` as in the paper's code
+        (``F.normalize(x) / sqrt(hidden)``), or ``sqrt(hidden)``, the norm LayerNorm gives the
+        ``projection`` keys. Ignored by the other variants.
     """
 
-    def __init__(self, n_classes, *, hidden=8, ff=8, variant="projection"):
+    def __init__(self, n_classes, *, hidden=8, ff=8, variant="projection", no_projection_norm="paper"):
         require_torch()
         super().__init__()
         projection, scaling = MAJORITY_VARIANTS[variant]
         self.hidden = hidden
+        paper_norm = variant == "no-projection" and no_projection_norm == "paper"
+        self.key_scale = 1.0 / hidden if paper_norm else 1.0  # sqrt(d) * (1 / d) = 1 / sqrt(d)
         self.embedding = nn.Embedding(n_classes, hidden)
         self.norm1 = FactorizedLayerNorm(hidden, projection=projection, scaling=scaling)
         self.w_q = nn.Linear(hidden, hidden, bias=False)
         self.w_k = nn.Linear(hidden, hidden, bias=False)
         self.w_v = nn.Linear(hidden, hidden, bias=False)
+        bound = math.sqrt(6.0 / (hidden + 3 * hidden))  # Xavier-uniform of the stacked (3h, h) matrix
+        for w in (self.w_q, self.w_k, self.w_v):
+            nn.init.uniform_(w.weight, -bound, bound)
         self.out = nn.Linear(hidden, hidden)
-        self.norm2 = nn.LayerNorm(hidden)
+        nn.init.zeros_(self.out.bias)
+        self.norm2 = nn.LayerNorm(hidden, eps=0.0)
         self.ff = nn.Sequential(nn.Linear(hidden, ff), nn.ReLU(), nn.Linear(ff, hidden))
+
+    def attention_input(self, x):
+        """``norm1(x)``, rescaled for the paper's ``no-projection`` norm: the keys of the embeddings `x`."""
+        return self.norm1(x) * self.key_scale
 
     def forward(self, tokens):
         """Logits of shape ``(batch, seq, n_classes)`` for integer `tokens` of shape ``(batch, seq)``."""
         x = self.embedding(tokens)
-        h = self.norm1(x)
+        h = self.attention_input(x)
         scores = self.w_q(h) @ self.w_k(h).transpose(-1, -2) / math.sqrt(self.hidden)
         x = x + self.out(torch.softmax(scores, dim=-1) @ self.w_v(h))
         x = x + self.ff(self.norm2(x))
         return x @ self.embedding.weight.T
 
+    def forward_counts(self, counts):
+        """Logits of shape ``(batch, classes, classes)`` of each class's tokens, from class `counts`.
+
+        The model has no positions, so all tokens of one class in a sequence get the same output,
+        and attending to ``n_c`` equal keys is attending to one key with ``log(n_c)`` added to its
+        score. This computes :meth:`forward` exactly (up to rounding) in ``O(classes^2)`` instead
+        of ``O(seq^2)`` per sequence; row ``c`` of a sequence is the output of its class-``c``
+        tokens (defined, but without tokens, when ``counts[:, c] == 0``).
+
+        Parameters
+        ----------
+        counts : Tensor, shape (batch, classes)
+            Number of tokens of each class in each sequence; every row has a positive entry.
+        """
+        e = self.embedding.weight
+        h = self.attention_input(e)
+        scores = self.w_q(h) @ self.w_k(h).T / math.sqrt(self.hidden)
+        weights = torch.softmax(scores + torch.log(counts.to(e.dtype))[:, None, :], dim=-1)
+        x = e + self.out(weights @ self.w_v(h))
+        x = x + self.ff(self.norm2(x))
+        return x @ e.T
+
     def keys_and_queries(self):
-        """Return keys ``norm1(E)`` and effective queries ``norm1(E) W_Q^T W_K``, each ``(classes, hidden)``.
+        """Return keys ``attention_input(E)`` and effective queries ``keys W_Q^T W_K``, each ``(classes, hidden)``.
 
         The effective query lives in key space: its dot product with a key is the attention score
         (times ``sqrt(hidden)``).
         """
         with torch.no_grad():
-            keys = self.norm1(self.embedding.weight)
+            keys = self.attention_input(self.embedding.weight)
             return keys, keys @ self.w_q.weight.T @ self.w_k.weight
 
 

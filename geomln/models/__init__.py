@@ -1,9 +1,13 @@
 """Keys from real models.
 
-Key files and their readers, PyTorch capture, the per layer x head analysis, causal attention
-and the largest attention weight a key can reach.
+Key files and their readers, adapters for caches held in memory (TransformerLens, Hugging Face, nnsight),
+PyTorch capture (in memory or streamed to shard files), the per layer x head analysis and its tidy outputs,
+causal attention and the largest attention weight a key can reach.
 """
 
+from .adapters import (
+    as_key_array,
+)
 from .analysis import (
     KeyReport,
     analyze_keys,
@@ -28,8 +32,14 @@ from .keyfile import (
     load_keys,
     save_keys,
 )
+from .shards import (
+    KeyShards,
+    capture_to_shards,
+    open_shards,
+)
 
 __all__ = [
+    "as_key_array",
     "KeyReport",
     "analyze_keys",
     "causal_last_positions",
@@ -44,4 +54,7 @@ __all__ = [
     "KeySlice",
     "load_keys",
     "save_keys",
+    "KeyShards",
+    "capture_to_shards",
+    "open_shards",
 ]

@@ -1,8 +1,8 @@
 """Readers of key files by format (npz, safetensors, torch, HDF5) for :func:`geomln.load_keys`.
 
-Each reader takes ``(path, name_request)`` and returns ``((name, stored names read, stacked?), file metadata
-or None, arrays read)``; optional packages (safetensors, torch, h5py) are imported only when their format is
-read. The metadata format is described in :mod:`geomln.models.keyfile`.
+Each reader takes ``(path, name_request)`` and returns ``((name, stored names read, stacked?, all names in the
+file), file metadata or None, arrays read)``; optional packages (safetensors, torch, h5py) are imported only
+when their format is read. The metadata format is described in :mod:`geomln.models.keyfile`.
 """
 
 import json
@@ -133,7 +133,7 @@ def _read_torch(path, name_request):
     if hasattr(obj, "detach"):
         if name_request is not None:
             raise DataFileError(f"{str(path)!r} holds a single tensor; omit `name` (got {name_request!r})")
-        return (None, [None], False), None, [obj]
+        return (None, [None], False, []), None, [obj]
     flat = {}
     _flatten(obj, "", flat)
     meta = _meta_from_json(flat.pop(META_KEY, None), path)
@@ -161,7 +161,7 @@ def _read_h5(path, name_request):
 
 
 def _pick(path, names, request, meta):
-    """Return (name, [stored names to read], stacked) for `request`; ``*`` stacks a numbered family."""
+    """Return (name, [stored names to read], stacked, names) for `request`; ``*`` stacks a numbered family."""
     def listing():
         shown = ", ".join(names[:30]) + (f", ... ({len(names) - 30} more)" if len(names) > 30 else "")
         return shown or "(none)"
@@ -169,18 +169,18 @@ def _pick(path, names, request, meta):
     if request is None:
         default = (meta or {}).get("default")
         if len(names) == 1:
-            return names[0], names, False
+            return names[0], names, False, names
         if default in names:
-            return default, [default], False
+            return default, [default], False, names
         raise DataFileError(f"{str(path)!r} holds {len(names)} arrays; choose one with name=... "
                             f"(available: {listing()})")
     if request in names:
-        return request, [request], False
+        return request, [request], False, names
     if "*" in request:
         pattern = re.compile("^" + re.escape(request).replace(r"\*", r"(\d+)") + "$")
         found = sorted((int(m.group(1)), n) for n in names if (m := pattern.match(n)))
         if found:
-            return request, [n for _, n in found], True
+            return request, [n for _, n in found], True, names
     raise DataFileError(f"{str(path)!r} has no array {request!r} (available: {listing()})")
 
 

@@ -4,12 +4,14 @@
 key file (one per layer x head x sequence) and returns a :class:`KeyReport` with a stable row schema.
 """
 
+import contextlib
 import csv
 import io
 import json
 import numbers
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,14 +21,20 @@ from .._validation import as_choice, as_tol, as_vector
 from .._version import __version__
 from ..engine.selectability import default_tol, selectable_keys
 from ..engine.warmup import warm_engine
-from ..errors import DataFileError, InputError
+from ..errors import DataFileError, GeomlnWarning, InputError
 from ..executors import chunk, estimated_seconds, resolve_executor
 from ..geometry.layernorm import layer_norm, project, rms_norm, scale
+from . import tidy
+from .adapters import as_key_array
 from .attention import max_attention
 from .causal import causal_last_positions
 from .keyfile import KeyArray, load_keys
+from .shards import as_shards
 
-__all__ = ["KeyReport", "analyze_keys", "causal_last_positions", "NORMALIZATIONS"]
+__all__ = ["KeyReport", "analyze_keys", "causal_last_positions", "NORMALIZATIONS", "SCHEMA_VERSION"]
+
+#: version of the JSON report layout (``{"schema_version", "rows", "meta"}``); bumped when fields change meaning
+SCHEMA_VERSION = 2
 
 #: what ``normalization=`` may apply to the keys before the analysis (``None`` applies nothing)
 NORMALIZATIONS = ("projection", "scaling", "layernorm", "rmsnorm")
@@ -34,6 +42,11 @@ _NORMALIZERS = {"projection": project, "scaling": scale, "layernorm": lambda x: 
                 "rmsnorm": lambda x: rms_norm(x)}
 #: labels summed over in the aggregated table (one row per layer x head)
 _POOLED_LABELS = ("sequence", "batch")
+#: model facts carried from a key array's metadata into the report's ``meta["model"]``
+_MODEL_FIELDS = ("name", "architecture", "n_layers", "d_model", "n_heads", "n_kv_heads", "d_head",
+                 "query_groups", "rotary", "positional_embedding_type")
+#: the share of unselectable keys that are exact duplicates above which the report says so
+_MOSTLY = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,8 +58,10 @@ class KeyReport:
     rows : list of dict
         One dict per slice, always with ``labels`` (axis name -> index), ``n``, ``d``, ``affine_rank``,
         ``n_unselectable``, ``fraction_unselectable``, ``unselectable_indices`` (row indices inside the
-        slice), ``n_duplicates`` (keys equal to another key), ``n_borderline``, ``borderline_indices`` and
-        ``seconds``; ``unselectable_tokens`` when the file has token strings. With ``causal=True`` also
+        slice), ``n_duplicates`` (keys equal to another key), ``unselectable_duplicate_indices`` and
+        ``n_unselectable_duplicates`` (unselectable keys that are copies of another key), ``n_borderline``,
+        ``borderline_indices`` and ``seconds``; ``unselectable_tokens`` when the file has token strings.
+        With ``causal=True`` also
         ``causal_unselectable_indices``, ``n_causal_unselectable``, ``causal_last_positions`` and
         ``causal_pair_fraction``; with queries ``n_queries``, ``argmax_counts``, ``n_selected``,
         ``selectable_never_selected_indices``, ``n_selectable_never_selected`` and
@@ -54,23 +69,27 @@ class KeyReport:
         grouped-query attention); with ``query_norm`` ``max_attention`` (per key) and
         ``min_max_attention``.
     meta : dict
-        Source, array name, axes, ``source_dtype``, ``tol``, ``normalization``, options and totals.
+        Source, array name, axes, ``source_dtype``, ``tol``, ``normalization``, options and totals; the
+        ``layout_convention`` applied to name the axes (or None), ``rope`` and ``scored`` (whether the
+        model's scores use these vectors), ``model`` (heads, key/value heads, ``d_head``, query groups, rotary
+        facts, when known), ``hook_points``, ``tokens`` and ``seq_offsets`` of the keys, and
+        ``unselectable_duplicates`` (``n``, ``share`` of the unselectable keys, ``mostly_duplicates``).
     """
 
     rows: list
     meta: dict = field(default_factory=dict)
 
     def to_dict(self):
-        """``{"rows": [...], "meta": {...}}``, ready for :func:`json.dumps`."""
-        return {"rows": self.rows, "meta": self.meta}
+        """``{"schema_version": SCHEMA_VERSION, "rows": [...], "meta": {...}}``, ready for :func:`json.dumps`."""
+        return {"schema_version": SCHEMA_VERSION, "rows": self.rows, "meta": self.meta}
 
     def to_json(self):
-        """Return the report as indented JSON text ``{"rows": [...], "meta": {...}}`` ending in a newline."""
+        """Return the report as indented JSON text (:meth:`to_dict`) ending in a newline."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def to_csv(self):
         """One CSV line per row: a column per label, scalars as numbers, index lists space-separated."""
-        label_names = _label_names(self.rows)
+        label_names = tidy.label_names(self.rows)
         fields = [k for k in (self.rows[0] if self.rows else {}) if k != "labels"]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -93,17 +112,97 @@ class KeyReport:
         row_values, col_values : list
             The label values along each side (``[None]`` when the report has no such label).
         """
-        row_values = sorted({r["labels"].get(rows) for r in self.rows}, key=_sort_key)
-        col_values = sorted({r["labels"].get(cols) for r in self.rows}, key=_sort_key)
-        unselectable = np.zeros((len(row_values), len(col_values)))
-        total = np.zeros_like(unselectable)
-        for row in self.rows:
-            i = row_values.index(row["labels"].get(rows))
-            j = col_values.index(row["labels"].get(cols))
-            unselectable[i, j] += row["n_unselectable"]
-            total[i, j] += row["n"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, unselectable / np.maximum(total, 1), np.nan), row_values, col_values
+        return self.metric_grid("fraction_unselectable", rows=rows, cols=cols)
+
+    def metric_grid(self, metric, *, rows="layer", cols="head"):
+        """Any per-slice metric pooled over all other labels, as a ``rows x cols`` grid.
+
+        Parameters
+        ----------
+        metric : str or callable
+            A scalar field of the rows (``"fraction_unselectable"``, ``"causal_pair_fraction"``,
+            ``"min_max_attention"``, ...) or a function ``row -> float``.
+        rows, cols : str
+            Label names along each side; a name the report lacks gives one ``None`` row or column.
+
+        Returns
+        -------
+        grid : ndarray of float, shape (n_rows, n_cols)
+            Mean of `metric` over the slices with those labels, weighted by their number of keys (so a
+            fraction of keys pools exactly); NaN where no slice has those labels.
+        row_values, col_values : list
+            The label values along each side.
+
+        Examples
+        --------
+        >>> import numpy as np, geomln
+        >>> keys = geomln.KeyArray.from_array(np.random.default_rng(0).normal(size=(2, 3, 12, 2)),
+        ...                                   axes="layer,head,token,dim")
+        >>> grid, layers, heads = geomln.analyze_keys(keys, causal=True).metric_grid("causal_pair_fraction")
+        >>> grid.shape, layers, heads
+        ((2, 3), [0, 1], [0, 1, 2])
+        """
+        return tidy.metric_grid(self, metric, rows, cols)
+
+    def per_key(self):
+        """Return the tidy long format: one row per key of every slice, as a dict of NumPy columns.
+
+        Returns
+        -------
+        dict of str -> ndarray
+            A column per label of the slices (``layer``, ``head``, ``sequence``, ...; -1 where a slice lacks
+            it), ``index`` (the key's row inside its slice = its position in its sequence), ``selectable``,
+            ``borderline``, ``duplicate_unselectable`` (unselectable because it copies another key), and
+            when known ``token``; with ``causal=True`` ``causal_last_position`` and ``causally_selectable``;
+            with queries ``argmax_count``; with ``query_norm`` ``max_attention``. ``numpy.rec.fromarrays``
+            or ``pandas.DataFrame`` take it as is.
+
+        Examples
+        --------
+        >>> import numpy as np, geomln
+        >>> square_and_centre = np.array([[0, 0], [2, 0], [0, 2], [2, 2], [1, 1]], dtype=float)
+        >>> columns = geomln.analyze_keys(square_and_centre, causal=True).per_key()
+        >>> columns["index"].tolist(), columns["selectable"].tolist()
+        ([0, 1, 2, 3, 4], [True, True, True, True, False])
+        >>> columns["causal_last_position"].tolist()
+        [4, 4, 4, 4, 3]
+        """
+        return tidy.per_key(self)
+
+    def to_pandas(self, *, per_key=False):
+        """Return a ``pandas.DataFrame``: one row per slice, or with `per_key` one row per key.
+
+        Per-slice frames have a column per label and one per row field (index lists stay lists); per-key
+        frames hold the columns of :meth:`per_key`.
+
+        Raises
+        ------
+        ImportError
+            Without pandas (the message names the extra to install).
+        """
+        return tidy.to_pandas(self, per_key_rows=per_key)
+
+    def causal_curve(self, *, group_by=None):
+        """Per prefix length ``t``, the fraction of the ``t`` visible keys that can still win (causal runs).
+
+        Key ``i`` can win at prefix ``0..t-1`` when ``i < t`` and its causal last position is ``>= t - 1``;
+        counts are pooled over all slices at least ``t`` keys long (per value of the label `group_by`).
+
+        Returns
+        -------
+        lengths : ndarray of int, shape (T,)
+            Prefix lengths ``1..T`` (``T`` the longest slice).
+        fractions : ndarray of float, shape (n_groups, T)
+            NaN where no slice of the group is that long.
+        groups : list
+            The `group_by` label values (``[None]`` without `group_by`).
+
+        Raises
+        ------
+        InputError
+            If the report was made without ``causal=True``.
+        """
+        return tidy.causal_curve(self, group_by=group_by)
 
     def to_table(self, *, per_slice=False):
         """Return a readable fixed-width table: by default one line per layer x head (sequences pooled).
@@ -118,7 +217,7 @@ class KeyReport:
             labels = row["labels"] if per_slice else {
                 k: v for k, v in row["labels"].items() if k not in _POOLED_LABELS}
             groups.setdefault(tuple(labels.items()), []).append(row)
-        label_names = [n for n in _label_names(self.rows) if per_slice or n not in _POOLED_LABELS]
+        label_names = [n for n in tidy.label_names(self.rows) if per_slice or n not in _POOLED_LABELS]
         pooled = any(len(g) > 1 for g in groups.values())
         header = [*label_names, *(["slices"] if pooled else []), "keys", "d", "rank", "unselectable",
                   "fraction", "dups", "borderline"]
@@ -161,7 +260,12 @@ class KeyReport:
         text = [self._title(), "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
         text += ["  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) for cells in lines]
         text.append(self._summary())
+        text += self.notes()
         return "\n".join(text) + "\n"
+
+    def notes(self):
+        """Return the caveats the numbers need (pre-rotary vectors, a naming convention, duplicates), a line each."""
+        return tidy.report_notes(self.meta)
 
     def _title(self):
         m = self.meta
@@ -189,32 +293,11 @@ class KeyReport:
         return text + f"; {self.meta.get('seconds', 0.0):.2f} s"
 
 
-def _label_names(rows):
-    names = []
-    for row in rows:
-        for name in row["labels"]:
-            if name not in names:
-                names.append(name)
-    return names
-
-
-def _sort_key(value):
-    return (value is None, value if value is not None else 0)
-
-
 def _span(values):
     return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
 # ---- input handling ----------------------------------------------------------------------------------
-def _as_key_array(keys, name="keys"):
-    if isinstance(keys, KeyArray):
-        return keys
-    if isinstance(keys, (str, Path)):
-        return load_keys(keys)
-    return KeyArray.from_array(keys, name=name)
-
-
 def _source_tol(key_array):
     source = key_array.metadata.get("source_dtype", "float64")
     return default_tol(types.SimpleNamespace(dtype=source))
@@ -239,7 +322,7 @@ def _query_arrays(queries, key_array):
             raise DataFileError(f"`queries`: no such file {str(queries)!r} (an array name is only accepted "
                                 f"when the keys were loaded from a file)")
         queries = load_keys(source, name=str(queries))
-    query_array = _as_key_array(queries, "queries")
+    query_array = as_key_array(queries, role="queries")
     if query_array.d != key_array.d:
         raise InputError(f"`queries` must have d = {key_array.d} features like the keys; got shape "
                          f"{query_array.shape}")
@@ -313,10 +396,12 @@ def _analyze_slice(key_slice, *, bias, causal, queries, tol, query_norm, attenti
     offsets = None if bias is None else _bias_vector(bias, n, key_slice.labels)
     result = selectable_keys(matrix, bias=offsets, tol=tol)
     unselectable = result.unselectable_indices
+    copies = unselectable[result.duplicate_of[unselectable] >= 0]
     row = {"labels": dict(key_slice.labels), "n": n, "d": d, "affine_rank": int(result.affine_rank),
            "n_unselectable": result.n_unselectable, "fraction_unselectable": result.fraction_unselectable,
            "unselectable_indices": unselectable.tolist(),
            "n_duplicates": int((result.duplicate_of >= 0).sum()),
+           "unselectable_duplicate_indices": copies.tolist(), "n_unselectable_duplicates": int(copies.size),
            "n_borderline": int(result.borderline_mask.sum()),
            "borderline_indices": np.flatnonzero(result.borderline_mask).tolist()}
     if key_slice.tokens is not None:
@@ -333,30 +418,37 @@ def _analyze_slice(key_slice, *, bias, causal, queries, tol, query_norm, attenti
     if queries is not None:
         row.update(_query_fields(matrix, queries, offsets, selectable, tol, causal))
     if query_norm is not None:
-        weights = max_attention(matrix, query_norm=query_norm, bias=offsets, scale=attention_scale).weights
+        weights = max_attention(matrix, query_norm=query_norm, bias=offsets, scale=attention_scale,
+                                progress=False).weights
         row.update({"max_attention": weights.tolist(), "min_max_attention": float(weights.min())})
     row["seconds"] = time.perf_counter() - start
     return row
 
 
-def analyze_keys(keys, *, bias=None, causal=False, queries=None, normalization=None, tol=None,
+def analyze_keys(keys, *, axes=None, bias=None, causal=False, queries=None, normalization=None, tol=None,
                  query_norm=None, attention_scale=None, progress=False, executor="local", scheduler=None):
     """Report, for every ``(n, d)`` slice of a key array, which keys can never receive the top score.
 
     Parameters
     ----------
-    keys : KeyArray, array_like of shape (..., n, d), or path
-        Keys in the canonical layout (leading axes of a plain array are labelled ``axis0, axis1, ...``),
-        or a key file for :func:`~geomln.load_keys`. Sequences split by ``seq_offsets`` are analysed
-        separately.
+    keys : KeyArray, array_like, path, or a model's cache
+        Keys: an ``(n, d)`` matrix, an array with `axes`, a key file for :func:`~geomln.load_keys`, or what
+        :func:`~geomln.as_key_array` takes (a TransformerLens ``ActivationCache``, a Hugging Face
+        ``DynamicCache`` / ``past_key_values``). Sequences split by ``seq_offsets`` (for caches: the batch
+        rows) are analysed separately. Keys labelled pre-rotary (``scored`` False) are analysed with a
+        :class:`~geomln.GeomlnWarning`: the model's scores do not use them.
+    axes : str or sequence of str, optional
+        Names of the axes of an array of 3 or more axes, as stored (e.g. ``"layer,head,token,dim"`` or
+        TransformerLens' ``"batch,token,head,dim"``); such arrays are refused without it.
     bias : array_like, shape (n,), optional
         Additive score per key (e.g. a softmax output layer's bias, with its weight matrix as `keys`):
         the report then lists the tokens that can never be the argmax.
     causal : bool
         Also analyse causal attention (query ``t`` sees keys ``0..t``): per-key verdicts and the share of
         (position, visible key) pairs in which the key can win (see :func:`causal_last_positions`).
-    queries : KeyArray, array_like, path or str, optional
-        Real queries: one ``(m, d)`` matrix for every slice, or an array with the keys' leading shape
+    queries : KeyArray, array_like, path, str or a TransformerLens cache, optional
+        Real queries (from a cache: ``hook_rot_q``, else ``hook_q``): one ``(m, d)`` matrix for every
+        slice, or an array with the keys' leading shape
         (per layer x head; split into sequences like the keys), or with ``g`` times the keys' heads
         (grouped-query attention: query head ``h`` is paired with key head ``h // g``, the ``repeat_kv``
         convention, and the row of each key head counts its whole query group). A string that is not a file
@@ -392,7 +484,8 @@ def analyze_keys(keys, *, bias=None, causal=False, queries=None, normalization=N
     Raises
     ------
     InputError
-        NaN or infinite keys (naming the slice and row), `bias` of the wrong length, `queries` of another
+        An array of 3 or more axes without `axes` (the message gives the `axes` to pass), NaN or infinite
+        keys (naming the slice and row), `bias` of the wrong length, `queries` of another
         dimension or leading shape, an unknown `normalization` or `executor`, `scheduler` without
         ``executor="dask"``.
     ClusterError
@@ -410,51 +503,86 @@ def analyze_keys(keys, *, bias=None, causal=False, queries=None, normalization=N
     --------
     >>> import numpy as np, geomln
     >>> square_and_centre = np.array([[0, 0], [2, 0], [0, 2], [2, 2], [1, 1]], dtype=float)
-    >>> report = geomln.analyze_keys(np.stack([square_and_centre, square_and_centre[::-1]]))
+    >>> report = geomln.analyze_keys(np.stack([square_and_centre, square_and_centre[::-1]]),
+    ...                              axes="head,token,dim")
     >>> [(row["labels"], row["unselectable_indices"]) for row in report.rows]
-    [({'axis0': 0}, [4]), ({'axis0': 1}, [0])]
+    [({'head': 0}, [4]), ({'head': 1}, [0])]
     """
     started = time.perf_counter()
-    key_array = _normalize(_as_key_array(keys), normalization)
+    shards = as_shards(keys)
+    if shards is not None and axes is not None:
+        raise InputError("`axes` cannot be given with a shard directory: its shard files name their axes")
+    if shards is not None and isinstance(queries, (str, Path)) and Path(queries).is_file():
+        raise InputError(f"`queries` of a shard directory must name an array of its shards (e.g. 'queries') or "
+                         f"be one (m, d) matrix; got the file {str(queries)!r}")
+    parts = iter([as_key_array(keys, axes=axes)]) if shards is None else shards.key_arrays()
+    key_array = _normalize(next(parts), normalization)
+    facts = key_array.metadata
+    if facts.get("scored") is False:
+        warnings.warn(f"analysing {facts.get('rope', 'pre-rotary')} vectors ({facts.get('name') or 'keys'}): "
+                      f"the model's attention scores do not use them, so their selectability says nothing "
+                      f"about its attention; analyse the post-rotary keys instead", GeomlnWarning, stacklevel=2)
     tol = as_tol(tol, default=_source_tol(key_array))
-    query_list, group = (None, 1) if queries is None else _query_arrays(queries, key_array)
     if query_norm is not None and (isinstance(query_norm, bool) or not isinstance(query_norm, numbers.Real)
                                    or not np.isfinite(query_norm) or query_norm <= 0):
         raise InputError(f"`query_norm` must be a finite number > 0; got {query_norm!r}")
     runner = resolve_executor(executor, scheduler, None, warmup=warm_engine)
-    total = key_array.n_slices
+    total = key_array.n_slices if shards is None else shards.n_slices
     callback, bar = _progress(progress, total)
-    rows = []
+    options = {"bias": bias, "causal": causal, "tol": tol, "query_norm": query_norm,
+               "attention_scale": attention_scale}
+    rows, tokens, n_sequences, first = [], [], 0, key_array
     try:
-        if runner is not None:
-            options = {"bias": bias, "causal": causal, "tol": tol, "query_norm": query_norm,
-                       "attention_scale": attention_scale}
-            rows = _analyze_on_dask(runner, key_array.slices(), query_list, options, callback, total)
-        else:
-            for index, key_slice in enumerate(key_array.slices()):
-                rows.append(_analyze_slice(key_slice, bias=bias, causal=causal,
-                                           queries=None if query_list is None else query_list[index], tol=tol,
-                                           query_norm=query_norm, attention_scale=attention_scale))
-                if callback is not None:
-                    callback(index + 1, total)
+        with contextlib.nullcontext() if runner is None else runner:
+            while key_array is not None:  # one part, or each shard in turn
+                query_list, group = (None, 1) if queries is None else _query_arrays(queries, key_array)
+                done = len(rows)
+                part = _analyze_part(runner, key_array, query_list, options, None if callback is None else (
+                    lambda n, _total, done=done: callback(done + n, total)))
+                for row in part if shards is not None else ():
+                    row["labels"]["sequence"] += n_sequences
+                rows += part
+                n_sequences += key_array.n_sequences
+                tokens = None if tokens is None or key_array.tokens is None else tokens + list(key_array.tokens)
+                key_array = next((_normalize(k, normalization) for k in parts), None)
     finally:
         if bar is not None:
             bar.close()
+    whole = first if shards is None else shards
+    if shards is not None:  # the order of one file's slices: leading labels, then sequence
+        rows.sort(key=lambda row: (*(v for k, v in row["labels"].items() if k != "sequence"),
+                                   row["labels"]["sequence"]))
     if group > 1:
         for row in rows:
             head = row["labels"]["head"]
             row["query_heads"] = list(range(head * group, (head + 1) * group))
-    meta = {"geomln_version": __version__, "source": key_array.metadata.get("path"),
-            "name": key_array.metadata.get("name"), "axes": list(key_array.axes),
-            "shape": list(key_array.shape),
-            "source_dtype": key_array.metadata.get("source_dtype"), "n_slices": total, "tol": tol,
+    n_unselectable = sum(r["n_unselectable"] for r in rows)
+    copies = sum(r["n_unselectable_duplicates"] for r in rows)
+    share = copies / n_unselectable if n_unselectable else 0.0
+    meta = {"schema_version": SCHEMA_VERSION, "geomln_version": __version__,
+            "source": facts.get("path") if shards is None else str(shards.path),
+            "name": facts.get("name"), "axes": list(first.axes), "shape": list(whole.shape),
+            "source_dtype": facts.get("source_dtype"), "n_slices": total, "tol": tol,
             "normalization": normalization, "causal": bool(causal), "has_bias": bias is not None,
             "has_queries": queries is not None, "query_norm": query_norm,
             "query_groups": None if group == 1 else {
                 "group_size": group, "convention": f"repeat_kv: query head h is paired with key head h // {group}"},
             **({"executor": "local"} if runner is None else runner.description),
+            "layout_convention": facts.get("layout_convention"), "rope": facts.get("rope"),
+            "scored": facts.get("scored"), "description": facts.get("description"),
+            "model": _model_facts(facts), "hook_points": facts.get("hook_points"),
+            "tokens": tokens, "seq_offsets": None if whole.seq_offsets is None else whole.seq_offsets.tolist(),
+            "unselectable_duplicates": {"n": copies, "share": share, "mostly_duplicates": share > _MOSTLY},
             "seconds": time.perf_counter() - started}
     return KeyReport(rows, meta)
+
+
+def _model_facts(metadata):
+    """Return the model facts of a key array's metadata (under ``model`` in files, flat from a capture)."""
+    model = metadata.get("model")
+    if not isinstance(model, dict):
+        model = {k: metadata[k] for k in _MODEL_FIELDS if k in metadata}
+    return model or None
 
 
 def _analyze_item(options, index, key_slice, queries):
@@ -467,16 +595,29 @@ def _analyze_on_dask(runner, slices, query_list, options, callback, total):
     items = [(index, key_slice, None if query_list is None else query_list[index])
              for index, key_slice in enumerate(slices)]
     rows = [None] * len(items)
-    with runner:
-        calls = 4 if options["causal"] else 1  # causal: the full set plus a few prefixes
-        costs = [estimated_seconds(item[1].matrix.shape[0], calls, runner.unit_seconds) for item in items]
-        done = 0
-        for chunk_items, results in runner.run(_analyze_item, chunk(items, costs), shared=(options,)):
-            for item, row in zip(chunk_items, results, strict=True):
-                rows[item[0]] = row
-                done += 1
-                if callback is not None:
-                    callback(done, total)
+    calls = 4 if options["causal"] else 1  # causal: the full set plus a few prefixes
+    costs = [estimated_seconds(item[1].matrix.shape[0], calls, runner.unit_seconds) for item in items]
+    done = 0
+    for chunk_items, results in runner.run(_analyze_item, chunk(items, costs), shared=(options,)):
+        for item, row in zip(chunk_items, results, strict=True):
+            rows[item[0]] = row
+            done += 1
+            if callback is not None:
+                callback(done, total)
+    return rows
+
+
+def _analyze_part(runner, key_array, query_list, options, callback):
+    """Rows of every slice of `key_array` (on Dask when `runner`, entered by the caller, is given)."""
+    total = key_array.n_slices
+    if runner is not None:
+        return _analyze_on_dask(runner, key_array.slices(), query_list, options, callback, total)
+    rows = []
+    for index, key_slice in enumerate(key_array.slices()):
+        rows.append(_analyze_slice(key_slice, queries=None if query_list is None else query_list[index],
+                                   **options))
+        if callback is not None:
+            callback(index + 1, total)
     return rows
 
 

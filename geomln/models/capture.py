@@ -47,6 +47,7 @@ and, for key/query arrays, ``rope`` (``"post-rotary"``, ``"pre-rotary"``, ``"non
 """
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +184,7 @@ def _register(layout, rec, names):
     return hooks, {name: points[name] for name in _ORDER if name in points}
 
 
-def _run(model, layout, rec, points, windows):
+def _run(model, layout, rec, points, windows, progress):
     """Run every window through `model`; return name -> list of per-window (layer, ..., token, dim) arrays."""
     torch = _torch()
     chunks = {}
@@ -202,6 +203,8 @@ def _run(model, layout, rec, points, windows):
                 raise InputError(f"the hook for {name!r} never fired on {type(model).__name__}; "
                                  f"its forward does not call the expected modules")
             chunks.setdefault(name, []).append(torch.stack(layers).numpy())
+        if progress is not None:
+            progress()
     return chunks
 
 
@@ -236,7 +239,7 @@ def _array_metadata(name, points, layout, arrays):
 
 
 def capture_keys(model, inputs, *, tokenizer=None, max_tokens=None, window=None, overflow="split",
-                 key_modules=None, query_modules=None, d_head=None):
+                 key_modules=None, query_modules=None, d_head=None, progress=False):
     """Run `model` on each input and record per-head keys/queries and the hidden states around LayerNorm.
 
     Parameters
@@ -268,6 +271,8 @@ def capture_keys(model, inputs, *, tokenizer=None, max_tokens=None, window=None,
     d_head : int, optional
         Head size for splitting ``[batch, seq, n_heads * d_head]`` outputs of `key_modules` (default
         ``config.head_dim`` or ``hidden_size // num_attention_heads``).
+    progress : bool
+        Draw a progress bar over the windows on stderr (tqdm).
 
     Returns
     -------
@@ -285,6 +290,10 @@ def capture_keys(model, inputs, *, tokenizer=None, max_tokens=None, window=None,
         For empty inputs, text without a tokenizer, a sequence longer than `window` with
         ``overflow="error"``, or a hook that never fired.
 
+    See Also
+    --------
+    geomln.models.shards.capture_to_shards : the same over many texts, streamed to disk shard by shard.
+
     Examples
     --------
     A tiny randomly initialised BERT built from a config (nothing is downloaded):
@@ -300,7 +309,41 @@ def capture_keys(model, inputs, *, tokenizer=None, max_tokens=None, window=None,
     >>> captured.arrays["keys"].shape                                  # (layer, head, token, dim)
     (2, 2, 7, 4)
     """
-    torch = _torch()
+    plan = plan_capture(model, inputs, tokenizer=tokenizer, max_tokens=max_tokens, window=window,
+                        overflow=overflow, key_modules=key_modules, query_modules=query_modules, d_head=d_head)
+    bar = window_bar(progress, len(plan.windows))
+    try:
+        return capture_windows(model, plan, 0, len(plan.windows), progress=None if bar is None else bar.update)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def window_bar(enabled, total, initial=0):
+    """Return a tqdm bar over `total` windows on stderr when `enabled`, else None."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="window", desc="geomln capture", file=sys.stderr,
+                leave=False, dynamic_ncols=True)
+
+
+@dataclass(frozen=True, eq=False)
+class CapturePlan:
+    """What :func:`plan_capture` decided before running anything: layout, windows and options."""
+
+    layout: object
+    recorder: _Recorder
+    windows: list
+    window_info: dict
+    tokenizer: object
+    max_tokens: int | None
+
+
+def plan_capture(model, inputs, *, tokenizer=None, max_tokens=None, window=None, overflow="split",
+                 key_modules=None, query_modules=None, d_head=None):
+    """Check the options, tokenize `inputs` and split them into windows (see :func:`capture_keys`)."""
     if key_modules is None and query_modules is not None:
         raise InputError("`query_modules` needs `key_modules` (one module per layer each)")
     if max_tokens is not None:
@@ -317,13 +360,32 @@ def capture_keys(model, inputs, *, tokenizer=None, max_tokens=None, window=None,
         limit, source = as_positive_int(window, "window"), "window="
     windows, window_info = split_windows(sequences, limit, source, overflow)
     rec.n_layers = len(layout.layers)
+    return CapturePlan(layout, rec, windows, window_info, tokenizer, max_tokens)
+
+
+def _window_info(info, start, stop):
+    """Return the ``windows`` metadata of windows ``start:stop`` (``input_index`` counts every input)."""
+    inputs = info["input_index"][start:stop]
+    counts = np.bincount(inputs, minlength=max(inputs) + 1).tolist()[inputs[0]:]
+    return {**info, "n_split": sum(c > 1 for c in counts), "windows_per_input": counts,
+            "input_index": inputs, "start_token": info["start_token"][start:stop]}
+
+
+def capture_windows(model, plan, start, stop, *, progress=None):
+    """Run windows ``start:stop`` of `plan` through `model` and return them as :class:`CapturedKeys`.
+
+    `progress` is None or a callable called once per window. Hooks are registered for the call and removed
+    afterwards, and the model's training flag is restored.
+    """
+    torch = _torch()
+    layout, rec, windows = plan.layout, plan.recorder, plan.windows[start:stop]
     module_names = {module: (name or "model") for name, module in model.named_modules()}
     hooks, points = _register(layout, rec, module_names)
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            chunks = _run(model, layout, rec, points, windows)
+            chunks = _run(model, layout, rec, points, windows, progress)
     finally:
         for hook in hooks:
             hook.remove()
@@ -332,8 +394,8 @@ def capture_keys(model, inputs, *, tokenizer=None, max_tokens=None, window=None,
     axes = {name: _HEAD_AXES if arrays[name].ndim == 4 else _HIDDEN_AXES for name in arrays}
     lengths = [len(w["input_ids"]) for w in windows]
     tokens = None
-    if tokenizer is not None:
-        tokens = tuple(t for w in windows for t in tokenizer.convert_ids_to_tokens(w["input_ids"]))
+    if plan.tokenizer is not None:
+        tokens = tuple(t for w in windows for t in plan.tokenizer.convert_ids_to_tokens(w["input_ids"]))
     config = getattr(model, "config", None)
     hidden = arrays.get("hidden_after_ln")
     model_info = {"name": str(getattr(config, "_name_or_path", "") or type(model).__name__),
@@ -342,7 +404,8 @@ def capture_keys(model, inputs, *, tokenizer=None, max_tokens=None, window=None,
     metadata = {
         "model": model_info,
         "capture": {"geomln_version": __version__, "torch_version": torch.__version__,
-                    "max_tokens": max_tokens, "sequence_lengths": lengths, "windows": window_info},
+                    "max_tokens": plan.max_tokens, "sequence_lengths": lengths,
+                    "windows": _window_info(plan.window_info, start, stop)},
         "arrays": {name: _array_metadata(name, points, layout, arrays) for name in arrays},
     }
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.intp)

@@ -6,8 +6,10 @@ Used by :func:`geomln.analyze_keys` with ``causal=True``; see :func:`causal_last
 import numpy as np
 
 from .._validation import as_points, as_tol, as_vector
-from ..engine.membership import in_hull
+from ..engine import _kernels as kernels
+from ..engine._geometry import BORDERLINE_FACTOR, affine_frame, decide_in_prefixes
 from ..engine.selectability import default_tol, selectable_keys
+from ._causal_kernels import witness_reaches
 
 __all__ = ["causal_last_positions", "SAFETY"]
 
@@ -46,25 +48,22 @@ def causal_last_positions(keys, *, bias=None, tol=None, full=None):
     nothing known yet) and ``P_i(hi_i)`` known false (``hi_i = n``: nothing known). Certificates move
     the ends, each valid for a whole range of positions thanks to the monotonicity:
 
-    * one engine call on a prefix ``keys[:t + 1]`` answers ``P_i(t)`` for *all* ``i <= t`` at once. A
-      selectable key's witness query ``q`` stays a witness until the first later key scoring within
-      ``10 * tol`` of it, so ``lo_i`` jumps to just before that key; an unselectable key's convex
-      combination uses keys ``S``, so ``P_i`` is false from ``max(i, max S)`` on;
-    * without a bias, the arrival question ``P_i(i)`` (is ``k_i`` outside ``conv(k_0..k_{i-1})``?) is
-      answered for many keys at once by :func:`~geomln.in_hull` of a block of later keys against the hull of
-      the keys before the block: "inside" settles ``L_i = i - 1`` exactly (the earlier hull only grows);
-      an "outside" separating direction ``u`` settles ``P_i(i)`` when no key of the block before ``i``
-      scores within ``10 * tol`` of ``u.k_i``, and also extends ``lo_i`` like a witness. Unsettled keys
-      are split into halves and re-tested against longer prefixes (each split settles its first key
-      exactly), so the test is exact in the end.
+    * the full set is evaluated first: every hull vertex then has ``L_i = n - 1`` at once (its witness
+      has fewer competitors on a prefix), and an unselectable key's convex combination on keys ``S``
+      makes ``P_i`` false from ``max(i, max S)`` on;
+    * without a bias, each open key is then decided against its own prefix (Wolfe's algorithm in
+      Clarkson's loop, in numba, warm-started from the full set's vertices and the key's last support):
+      first on arrival (``keys[:i + 1]``), then at the middle of its bracket. A witness query stays a
+      witness until the first later key scoring within ``10 * tol`` of it, so ``lo_i`` jumps to just
+      before that key; a combination moves ``hi_i`` as above. The tolerance is the prefix's own (from
+      bounds of the prefix radius), and only verdicts outside the borderline band are used;
+    * brackets still open (a bias, borderline or stalled keys) are closed with engine calls on whole
+      prefixes: each round evaluates the one prefix that lies strictly inside the most open brackets (the
+      midpoint of one of them), which shrinks every bracket containing it.
 
-    The full set is evaluated first (every hull vertex then has ``L_i = n - 1`` at once). Remaining open
-    brackets are closed by a parallel binary search: each round evaluates the one prefix that lies
-    strictly inside the most open brackets (the midpoint of one of them), which shrinks every bracket
-    containing it. So the cost is a few engine calls on prefixes plus ``O(log n)`` levels of blocked
-    hull-membership tests, not one hull per prefix; certificates within ``10 * tol`` of a tie are never
-    extended, so verdicts agree with a per-prefix computation except for keys that are borderline
-    there.
+    So the cost is one engine call plus ``O(log n)`` rounds of per-key decisions for the keys that are not
+    vertices of the full set; certificates within ``10 * tol`` of a tie are never extended, so verdicts
+    agree with a per-prefix computation except for keys that are borderline there.
 
     Examples
     --------
@@ -85,9 +84,12 @@ def causal_last_positions(keys, *, bias=None, tol=None, full=None):
     lo = np.arange(n) - 1
     hi = np.full(n, n)
     lo[0] = max(lo[0], 0)  # a lone key always wins
-    _use_engine_result(points, offsets, full, n - 1, lo, hi, tol, spread)
-    if bias is None and (hi - lo > 1).any():
-        _settle_arrivals(points, lo, hi, tol, spread)
+    lo[full.selectable_mask] = n - 1  # a witness on all keys is one on every prefix
+    supports = dict(full.combinations.items())
+    for i, (support, _) in supports.items():
+        hi[i] = max(min(hi[i], max(i, int(support.max()))), lo[i] + 1)
+    if bias is None:
+        _search_prefixes(points, lo, hi, tol, full.selectable_indices, supports, full.duplicate_of)
     while True:
         open_ = np.flatnonzero(hi - lo > 1)
         if open_.size == 0:
@@ -135,32 +137,63 @@ def _use_engine_result(points, offsets, result, t, lo, hi, tol, spread):
             hi[i] = max(min(hi[i], max(i, int(support.max()))), lo[i] + 1)
 
 
-def _settle_arrivals(points, lo, hi, tol, spread):
-    """Decide P_i(i) (k_i outside the hull of the earlier keys) for open keys with blocked in_hull tests."""
-    pending = [np.flatnonzero((hi - lo > 1) & (lo < np.arange(points.shape[0])))]
-    while pending:
-        group = pending.pop()
-        if group.size == 0:
-            continue
-        split = int(group[group.size // 2])
-        upper, lower = group[group >= split], group[group < split]
-        pending.append(lower)
-        if split == 0:
-            continue
-        member = in_hull(points[upper], points[:split], tol=tol)
-        unsettled = []
-        for slot, i in enumerate(upper):
-            if member.inside_mask[slot]:
-                hi[i] = i  # inside the hull of keys before the block, hence of keys before i: never wins
-                lo[i] = i - 1
-                continue
-            u = member.separating_directions[slot]
-            own = points[i] @ u
-            slack = SAFETY * tol * spread
-            before = points[split:i] @ u
-            if i == split or np.all(before < own - slack):
-                reach = _witness_reach(points, np.zeros(points.shape[0]), i, i + 1, u, own, slack)
-                lo[i] = min(max(lo[i], i, reach), hi[i] - 1)
-            else:
-                unsettled.append(i)
-        pending.append(np.asarray(unsettled, dtype=np.intp))
+def _prefix_scales(coords, first_copy, tol):
+    """Lower and upper bounds of each prefix's radius (over distinct keys) in the normalized coordinates."""
+    means = np.cumsum(coords * first_copy[:, None], axis=0) / np.cumsum(first_copy)[:, None]
+    norms = np.linalg.norm(coords, axis=1)
+    peak = np.maximum.accumulate(norms)
+    farthest = np.maximum.accumulate(np.where(norms == peak, np.arange(norms.size), 0))
+    lower = np.linalg.norm(coords[farthest] - means, axis=1)
+    # the frame dropped directions in which every key deviates by at most tol / 4
+    return lower, peak + np.linalg.norm(means, axis=1) + tol / 2
+
+
+def _search_prefixes(points, lo, hi, tol, vertices, supports, duplicate_of):
+    """Close the brackets of bias-free keys by deciding each key against its own prefix, one round at a time.
+
+    A key whose arrival is open is decided against ``keys[:i + 1]`` first, then at the middle of its
+    bracket. Each decision uses the prefix's tolerance (from bounds of its radius, see
+    :func:`_prefix_scales`) and is taken only where it is certain there: a witness moves ``lo_i`` up to
+    its reach, a convex combination on keys ``S`` moves ``hi_i`` to ``max(i, max S)``. Borderline and
+    stalled keys are left open for the engine. The full set's `vertices` (extreme in every prefix that
+    holds them) and each key's full-set combination `supports` start the working sets; `duplicate_of` is
+    the full set's.
+    """
+    n = points.shape[0]
+    active = np.flatnonzero(hi - lo > 1)
+    if active.size == 0:
+        return
+    first = np.unique(points, axis=0, return_index=True)[1] if (duplicate_of >= 0).any() else np.arange(n)
+    frame = affine_frame(points[first], tol)
+    if frame.rank == 0:
+        return
+    coords = np.ascontiguousarray(((points - frame.centre) / frame.radius) @ frame.basis)
+    first_copy = np.zeros(n)
+    first_copy[first] = 1.0
+    lower, upper = _prefix_scales(coords, first_copy, tol)
+    slack = BORDERLINE_FACTOR * tol * float(upper.max())
+    width = 2 * frame.rank + 2
+    seeds = np.full((n, width), -1, dtype=np.intp)
+    for i in active:
+        support = supports[i][0][:width]
+        seeds[i, :support.size] = support
+    while active.size:
+        t = np.where(lo[active] < active, active, (lo[active] + hi[active]) // 2)
+        decisions = decide_in_prefixes(coords, active, t + 1, vertices, seeds[active],
+                                       lower[t] * (tol / BORDERLINE_FACTOR), upper[t] * (tol * BORDERLINE_FACTOR))
+        seeds[active] = -1
+        seeds[active, :decisions.support.shape[1]] = decisions.support
+        inside = decisions.status == kernels.UNSELECTABLE
+        last_used = np.maximum(active, decisions.support.max(axis=1))
+        # the combination also holds on the shorter prefix keys[:last_used + 1] if it is certain there
+        certain_earlier = decisions.distance <= lower[last_used] * (tol / BORDERLINE_FACTOR)
+        end = np.where(certain_earlier, last_used, t)[inside]
+        hi[active[inside]] = np.maximum(np.minimum(hi[active[inside]], end), lo[active[inside]] + 1)
+        won = decisions.status == kernels.SELECTABLE
+        reach = t[won]
+        far = decisions.margin[won] > slack
+        reach[far] = witness_reaches(coords, active[won][far], t[won][far] + 1,
+                                     np.ascontiguousarray(decisions.direction[won][far]), slack)
+        keys = active[won]
+        lo[keys] = np.minimum(np.maximum(lo[keys], np.maximum(t[won], reach)), hi[keys] - 1)
+        active = active[(inside | won) & (hi[active] - lo[active] > 1)]

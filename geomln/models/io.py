@@ -102,7 +102,7 @@ def _read(path, suffix, name):
         if suffix in TEXT_SUFFIXES:
             return _read_text(path, TEXT_SUFFIXES[suffix])
         if suffix == ".npz":
-            (chosen, _, stacked), _, arrays = read_npz(path, name)
+            (chosen, _, stacked, _), _, arrays = read_npz(path, name)
             return _non_empty(np.stack(arrays) if stacked else arrays[0], f"array {chosen!r} of {str(path)!r}"), None
         with open(path, "rb") as stream:
             check_magic(path, stream, suffix)

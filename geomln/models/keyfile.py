@@ -33,6 +33,8 @@ import numpy as np
 
 from .._files import atomic_output
 from ..errors import DataFileError, InputError
+from ._layouts import convention_axes, refuse_unnamed, tl_rotary_facts
+from ._manifest import is_shard_source, read_manifest
 from ._readers import META_KEY, READERS, Bf16, no_pickle_advice
 from .io import TEXT_SUFFIXES, _input_file, _non_empty, _read
 
@@ -43,9 +45,6 @@ FORMAT_VERSION = 1
 SUPPORTED_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth", ".h5", ".hdf5", *TEXT_SUFFIXES)
 _AXIS_ALIASES = {"pos": "token", "position": "token", "tokens": "token", "d_head": "dim", "d_model": "dim",
                  "feature": "dim", "features": "dim"}
-# TransformerLens ActivationCache names: attention hooks [batch, pos, head, d_head], the rest [batch, pos, d].
-_TL_ATTN = re.compile(r"(^|\.)attn\.hook_(q|k|v|z|rot_q|rot_k|result)$")
-_TL_OTHER = re.compile(r"^blocks\.\d+\.")
 
 
 class KeySlice(NamedTuple):
@@ -183,7 +182,8 @@ class KeyArray:
             Names of the axes *as stored*, e.g. ``"batch,token,head,dim"``; must contain ``token`` and
             ``dim`` (aliases: ``pos``/``position`` -> ``token``; ``d_head``/``d_model``/``feature`` ->
             ``dim``).
-            Default: ``("token", "dim")`` for 2-D arrays, else ``axis0, axis1, ..., token, dim``.
+            Default: ``("token", "dim")`` for 2-D arrays; arrays of 3 or more axes need `axes` (geomln does
+            not guess which axis holds the tokens).
         tokens, seq_offsets, metadata
             As the attributes of the same name.
         name : str
@@ -198,7 +198,8 @@ class KeyArray:
         TypeError
             For integer, boolean, complex or non-numeric arrays.
         InputError
-            For arrays with fewer than 2 dimensions, `axes` that do not match the rank, NaN or infinite
+            For arrays with fewer than 2 dimensions, 3 or more dimensions without `axes` (the message
+            shows the shape and the `axes` to pass), `axes` that do not match the rank, NaN or infinite
             values (naming the slice and row), or inconsistent `tokens` / `seq_offsets`.
         """
         label = name if " " in name else f"`{name}`"
@@ -207,8 +208,9 @@ class KeyArray:
             raise InputError(f"{label} must have at least 2 dimensions (token, dim); "
                              f"got shape {values.shape}")
         if axes is None:
-            stored = ("token", "dim") if values.ndim == 2 else (*(f"axis{i}" for i in range(values.ndim - 2)),
-                                                                 "token", "dim")
+            if values.ndim > 2:
+                refuse_unnamed(values.shape, label)
+            stored = ("token", "dim")
         else:
             stored = _parse_axes(axes)
             if len(stored) != values.ndim:
@@ -334,17 +336,6 @@ class KeyArray:
 
 
 
-def _default_axes(name, ndim, stacked):
-    layer = ("layer",) if stacked else ()
-    base = ndim - len(layer)
-    if name and _TL_ATTN.search(name.replace("*", "0")) and base == 4:
-        return (*layer, "batch", "token", "head", "dim")
-    if name and _TL_OTHER.match(name.replace("*", "0")) and base == 3:
-        return (*layer, "batch", "token", "dim")
-    if base == 2:
-        return (*layer, "token", "dim")
-    return None if not stacked else (*layer, *(f"axis{i}" for i in range(base - 2)), "token", "dim")
-
 
 def load_keys(path, *, name=None, axes=None):
     """Load key matrices from a file into a :class:`KeyArray` (float64, layout ``(..., n, d)``).
@@ -352,6 +343,8 @@ def load_keys(path, *, name=None, axes=None):
     Parameters
     ----------
     path : str or Path
+        A shard directory of :func:`~geomln.models.shards.capture_to_shards` (or its ``manifest.json``:
+        the shards are read one after the other and concatenated along ``token``), or a
         ``.npy``, ``.npz``, ``.safetensors`` (read with numpy; torch not needed), ``.pt``/``.pth``
         (``torch.load(weights_only=True)``: a tensor, or a possibly nested dict/list of tensors whose
         names are joined with ``.``), ``.h5``/``.hdf5``, or ``.csv``/``.tsv``/``.txt`` (one row per token;
@@ -366,8 +359,11 @@ def load_keys(path, *, name=None, axes=None):
         Names of the axes as stored, e.g. ``"layer,head,token,dim"`` (overrides the file's metadata).
         Default: the file's metadata; else TransformerLens conventions for names like
         ``blocks.0.attn.hook_k`` (``[batch, pos, head, d_head]`` -> ``(batch, head, token, dim)``) and
-        ``blocks.0.hook_resid_pre`` (``[batch, pos, d]``); else ``(token, dim)`` for 2-D arrays and
-        ``axis0, ..., token, dim`` (the last two axes are tokens and features) otherwise.
+        ``blocks.0.hook_resid_pre`` (``[batch, pos, d]``), named in ``metadata["layout_convention"]``;
+        else ``(token, dim)`` for 2-D arrays. Arrays of 3 or more axes that nothing names are refused
+        with the shape and the `axes` to pass. A TransformerLens ``hook_k``/``hook_q`` read from a cache
+        that also holds ``hook_rot_k``/``hook_rot_q`` is labelled ``metadata["rope"] = "pre-rotary"``
+        (``scored`` False: :func:`analyze_keys` then warns that the model's scores do not use it).
 
     Returns
     -------
@@ -383,8 +379,8 @@ def load_keys(path, *, name=None, axes=None):
         array name (the message lists the arrays), a missing optional reader package, inconsistent
         metadata.
     InputError
-        Fewer than 2 dimensions, `axes` not matching the rank, NaN or infinite values (naming the
-        slice and row).
+        Fewer than 2 dimensions, 3 or more unnamed dimensions, `axes` not matching the rank, NaN or
+        infinite values (naming the slice and row).
     TypeError
         Integer, boolean or complex arrays.
 
@@ -404,15 +400,17 @@ def load_keys(path, *, name=None, axes=None):
     >>> [s.matrix.shape for s in keys.slices()]
     [(3, 3), (2, 3), (3, 3), (2, 3)]
     """
+    if is_shard_source(path):
+        return _load_shards(read_manifest(path), name, axes)
     path, suffix = _input_file(path, SUPPORTED_SUFFIXES)
     try:
         if suffix in READERS:
-            (chosen, members, stacked), meta, arrays = READERS[suffix](path, name)
+            (chosen, members, stacked, names), meta, arrays = READERS[suffix](path, name)
         else:
             if name is not None:
                 raise DataFileError(f"{str(path)!r} holds a single array; omit `name` (got {name!r})")
             array, columns = _read(path, suffix, None)
-            (chosen, members, stacked), arrays = (None, [None], False), [array]
+            (chosen, members, stacked, names), arrays = (None, [None], False, []), [array]
             meta = None if columns is None else {"columns": columns}
     except (DataFileError, InputError, TypeError):
         raise
@@ -432,12 +430,31 @@ def load_keys(path, *, name=None, axes=None):
     file_axes = entry.pop("axes", None) or meta.pop("axes", None)
     if stacked and file_axes is not None and len(_parse_axes(file_axes)) == array.ndim - 1:
         file_axes = ("layer", *_parse_axes(file_axes))  # the file describes one member of the stack
-    stored = axes if axes is not None else file_axes or _default_axes(chosen, array.ndim, stacked)
-    metadata = {**meta, **entry, "source_dtype": converted[0][1], "path": str(path), "name": chosen}
+    convention = None
+    stored = axes if axes is not None else file_axes
+    if stored is None:
+        stored, convention = convention_axes(chosen, array.ndim, stacked)
+    metadata = {**tl_rotary_facts(chosen, names), **meta, **entry, "source_dtype": converted[0][1],
+                "path": str(path), "name": chosen}
+    if convention is not None:
+        metadata["layout_convention"] = convention
     if stacked:
         metadata["stacked_names"] = members
     return KeyArray.from_array(array, axes=stored, tokens=tokens, seq_offsets=offsets, metadata=metadata,
                                name=label)
+
+
+def _load_shards(manifest, name, axes):
+    """Concatenate array `name` of every shard of `manifest` along ``token`` into one :class:`KeyArray`."""
+    parts = [load_keys(file, name=name, axes=axes) for file in manifest["files"]]
+    first = parts[0]
+    offsets = [0]
+    for part in parts:
+        offsets += (offsets[-1] + part.seq_offsets[1:]).tolist()
+    tokens = None if any(p.tokens is None for p in parts) else [t for p in parts for t in p.tokens]
+    metadata = {**first.metadata, "path": str(manifest["path"]), "n_shards": len(parts),
+                "stored_shape": [*first.shape[:-2], sum(p.n_tokens for p in parts), first.d]}
+    return KeyArray(np.concatenate([p.values for p in parts], axis=-2), first.axes, metadata, tokens, offsets)
 
 
 def _to_numpy(value):

@@ -158,6 +158,8 @@ def warmup():
     """Compile or load from cache the batch kernel every cell uses; return the seconds it took.
 
     The full engine, which decides only the rare sets the batch kernel leaves unsettled, loads on first use.
+    A pool's parent calls this before it starts the workers: on a cold cache the kernel compiles once, there,
+    and every worker loads it from the cache instead of compiling it too.
     """
     start = time.perf_counter()
     count_unselectable(np.random.default_rng(0).standard_normal((2, 40, 3)), 1e-9)

@@ -458,8 +458,8 @@ def estimate_unselectable(
                 warm = cells.warmup()
                 for task in tasks:
                     _finish(merger, task, cells.run_cell(context, *task), store, bar)
-            else:
-                warm = _run_pool(context, tasks, workers_used, store, bar, merger)
+            else:  # compiled (or loaded) here first, so that the workers load it from the cache, not compile it
+                warm = cells.warmup() + _run_pool(context, tasks, workers_used, store, bar, merger)
     except KeyboardInterrupt:
         raise
     except ClusterError as exc:
@@ -549,8 +549,9 @@ def _run_pool(context, tasks, workers, store, bar, merger):
     return warm
 
 
-#: shown until the first cell finishes: on a fresh install numba compiles the kernels first (~15 s)
-_WARMING_UP = "loading numba kernels (compiled on the first run, ~15 s)"
+#: shown until the first cell finishes; ~20 s is the batch kernel's cold compile in
+#: benchmarks/results/coldstart.md (19.7 s wall, 16.2 s CPU): whether the cache is cold is not known here
+_WARMING_UP = "loading numba kernels (compiling on a first run: ~20 s)"
 
 
 def _progress_bar(enabled, total, initial):

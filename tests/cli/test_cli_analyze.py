@@ -32,6 +32,14 @@ def key_file(tmp_path, rng):
     return path
 
 
+@pytest.mark.parametrize("flags", [[], ["--no-progress"]])
+def test_progress_bar_on_a_terminal_unless_no_progress(key_file, capsys, monkeypatch, flags):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    code, out, err = run(["analyze", str(key_file), "--query-norm", "2", *flags], capsys)
+    assert code == 0 and out.splitlines()[0].startswith(str(key_file))
+    assert ("analyze" in err) == (not flags)
+
+
 def test_table_on_stdout(key_file, capsys):
     code, out, err = run(["analyze", str(key_file)], capsys)
     assert code == 0 and err == ""
@@ -58,7 +66,7 @@ def test_json_to_out_matches_the_library_and_table_still_printed(key_file, tmp_p
     expected = analyze_keys(str(key_file), causal=True, queries="queries")
     strip = [{k: v for k, v in row.items() if k != "seconds"} for row in expected.rows]
     assert [{k: v for k, v in row.items() if k != "seconds"} for row in payload["rows"]] == strip
-    assert set(payload) == {"rows", "meta"} and payload["meta"]["causal"] is True
+    assert set(payload) == {"schema_version", "rows", "meta"} and payload["meta"]["causal"] is True
 
 
 def test_csv_to_stdout(key_file, capsys):

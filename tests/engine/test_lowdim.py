@@ -7,7 +7,8 @@ from scipy.stats import special_ortho_group
 
 import geomln
 from geomln.engine import _kernels, _lowdim
-from geomln.engine.selectability import selectable_keys, verify_selectability
+from geomln.engine.certificates import verify_selectability
+from geomln.engine.selectability import selectable_keys
 
 N = _lowdim.MIN_KEYS + 5_000
 

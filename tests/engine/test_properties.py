@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from oracles import exact_verdicts_hold, lp_selectable
 
-from geomln.engine.selectability import selectable_keys, verify_selectability
+from geomln.engine.certificates import verify_selectability
+from geomln.engine.selectability import selectable_keys
 
 small_integer_keys = st.integers(min_value=1, max_value=4).flatmap(
     lambda d: st.integers(min_value=1, max_value=14).flatmap(

@@ -20,13 +20,13 @@ from scipy.stats import special_ortho_group
 
 from geomln.engine import _kernels
 from geomln.engine._geometry import wolfe_limits
+from geomln.engine.certificates import verify_selectability
 from geomln.engine.selectability import (
     Selectability,
     count_unselectable,
     default_tol,
     hull_vertices,
     selectable_keys,
-    verify_selectability,
 )
 from geomln.errors import InputError
 

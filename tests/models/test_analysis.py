@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from cases import layer_norm_rows
 
 import geomln
 from geomln import DataFileError, InputError, KeyArray, analyze_keys, save_keys
@@ -63,6 +64,19 @@ def test_causal_last_positions_with_bias_match_oracle(rng):
             np.testing.assert_array_equal(causal_last_positions(keys, bias=bias), expected)
 
 
+def test_causal_last_positions_on_layer_norm_keys_and_with_one_thread(rng):
+    keys = np.vstack([layer_norm_rows(rng.normal(size=(30, 4))), layer_norm_rows(rng.normal(size=(15, 4))) * 0.5])
+    keys[40] = keys[3]  # a later copy ends key 3's window
+    expected = naive_last_positions(keys)
+    np.testing.assert_array_equal(causal_last_positions(keys), expected)
+    threads = geomln._jit.get_num_threads()
+    geomln._jit.set_num_threads(1)
+    try:
+        np.testing.assert_array_equal(causal_last_positions(keys), expected)
+    finally:
+        geomln._jit.set_num_threads(threads)
+
+
 def test_causal_keys_that_arrive_inside_never_win_and_a_later_copy_ends_a_window():
     keys = np.array([[0, 0], [4, 0], [0, 4], [1, 1], [2, 0], [5, 5], [4, 0]], dtype=float)
     # [1,1] is inside the first triangle; [2,0] lies on an edge; [4,0] is copied at position 6
@@ -105,8 +119,8 @@ def test_rows_list_the_known_unselectable_keys_with_tokens(rng):
 
 def test_plain_arrays_get_axis_labels_and_paths_are_loaded(tmp_path, rng):
     keys, _ = synthetic_key_array(rng)
-    report = analyze_keys(np.asarray(keys.values)[0])
-    assert [row["labels"] for row in report.rows[:2]] == [{"axis0": 0}, {"axis0": 1}]
+    report = analyze_keys(np.asarray(keys.values)[0], axes="head,token,dim")
+    assert [row["labels"] for row in report.rows[:2]] == [{"head": 0}, {"head": 1}]
     path = tmp_path / "keys.npz"
     save_keys(path, {"keys": keys.values}, axes=keys.axes, seq_offsets=[0, 8, 16], dtype="float64")
     from_file = analyze_keys(str(path))
@@ -127,7 +141,7 @@ def test_duplicates_and_float16_tolerance(tmp_path):
 def test_causal_fields_match_oracle(rng):
     values = rng.normal(size=(2, 20, 2))
     values[:, 10:] *= 0.3
-    report = analyze_keys(values, causal=True)
+    report = analyze_keys(values, axes="head,token,dim", causal=True)
     for row, block in zip(report.rows, values, strict=True):
         last = naive_last_positions(block)
         position = np.arange(20)
@@ -191,7 +205,7 @@ def test_grouped_query_heads_are_paired_with_their_key_head(rng, causal):
         assert row["argmax_counts"] == expected.tolist() and row["n_queries"] == 3 * n
     assert "query heads" in report.to_table().splitlines()[1]
     with pytest.raises(InputError, match="multiple of the keys' heads"):
-        analyze_keys(keys, queries=rng.normal(size=(2, 3, 16, 2)))
+        analyze_keys(keys, queries=KeyArray.from_array(rng.normal(size=(2, 3, 16, 2)), axes=keys.axes))
 
 
 def test_queries_by_array_name_of_the_keys_file(tmp_path, rng):
@@ -221,9 +235,9 @@ def test_normalization_is_applied_before_the_analysis(rng, normalization):
     values = rng.normal(size=(3, 12, 4)) + 1.0
     direct = {"projection": geomln.project, "scaling": geomln.scale, "layernorm": geomln.layer_norm,
               "rmsnorm": geomln.rms_norm}[normalization](values)
-    report = analyze_keys(values, normalization=normalization)
+    report = analyze_keys(values, axes="head,token,dim", normalization=normalization)
     assert [r["unselectable_indices"] for r in report.rows] == [
-        r["unselectable_indices"] for r in analyze_keys(direct).rows]
+        r["unselectable_indices"] for r in analyze_keys(direct, axes="head,token,dim").rows]
     assert report.meta["normalization"] == normalization
     if normalization in ("scaling", "layernorm", "rmsnorm"):  # on a sphere: every distinct key is a vertex
         assert all(r["n_unselectable"] == 0 for r in report.rows)
@@ -243,7 +257,8 @@ def test_progress_callback_and_serialisations(rng):
     report = analyze_keys(keys, causal=True, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(i, 12) for i in range(1, 13)]
     payload = json.loads(report.to_json())
-    assert payload == {"rows": report.rows, "meta": report.meta}
+    assert payload == {"schema_version": geomln.models.analysis.SCHEMA_VERSION, "rows": report.rows,
+                       "meta": report.meta}
     parsed = list(csv.DictReader(io.StringIO(report.to_csv())))
     assert len(parsed) == 12
     for line, row in zip(parsed, report.rows, strict=True):
@@ -266,8 +281,8 @@ def test_progress_callback_and_serialisations(rng):
 
 
 def test_bias_length_mismatch_names_the_slice():
-    with pytest.raises(InputError, match=r"`bias` must have length 4 \(the number of keys in slice axis0=0"):
-        analyze_keys(np.stack([SQUARE, SQUARE]), bias=[1.0, 2.0])
+    with pytest.raises(InputError, match=r"`bias` must have length 4 \(the number of keys in slice head=0"):
+        analyze_keys(np.stack([SQUARE, SQUARE]), axes="head,token,dim", bias=[1.0, 2.0])
 
 
 def test_queries_with_another_dimension():
@@ -277,7 +292,8 @@ def test_queries_with_another_dimension():
 
 def test_queries_with_another_leading_shape(rng):
     with pytest.raises(InputError, match=r"`queries` must be one \(m, d\) matrix or have the keys' leading"):
-        analyze_keys(rng.normal(size=(2, 3, 5, 2)), queries=rng.normal(size=(3, 5, 2)))
+        analyze_keys(rng.normal(size=(2, 3, 5, 2)), axes="layer,head,token,dim",
+                     queries=KeyArray.from_array(rng.normal(size=(3, 5, 2)), axes="head,token,dim"))
 
 
 def test_query_array_name_needs_a_file():
@@ -298,7 +314,7 @@ def test_nan_is_reported_with_slice_and_row(rng):
     with pytest.raises(InputError, match=r"1 NaN value\(s\) \(first at layer=1, head=2, sequence=1, row 1"):
         analyze_keys(KeyArray.from_array(values, axes="layer,head,token,dim", seq_offsets=[0, 5, 10]))
     with pytest.raises(InputError, match=r"first at axis0=1, axis1=2, row 6"):
-        analyze_keys(values)
+        analyze_keys(values, axes="axis0,axis1,token,dim")
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

@@ -1,11 +1,18 @@
-"""max_attention against closed forms, a brute-force optimiser (SLSQP, several starts) and limits in R."""
+"""max_attention against closed forms, a brute-force optimiser (SLSQP, several starts), limits in R and the
+NumPy solver it replaced (tests/naive_attention.py)."""
 
+from pathlib import Path
+
+import numba
 import numpy as np
 import pytest
+from naive_attention import naive_max_attention
 from scipy.optimize import minimize
 
 import geomln
 from geomln import InputError, max_attention
+
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def softmax_weight(keys, bias, q, i, scale):
@@ -117,3 +124,63 @@ def test_errors_name_the_argument(kwargs, match):
 def test_query_norm_of_the_wrong_kind_is_a_type_error():
     with pytest.raises(TypeError, match="query_norm"):
         max_attention([[1.0], [2.0]], query_norm="big")
+
+
+def assert_consistent(new, old):
+    """Each solver's attained weight is within the other's certified upper bound."""
+    assert np.all(new.weights <= old.upper_bounds * (1 + 1e-12))
+    assert np.all(old.weights <= new.upper_bounds * (1 + 1e-12))
+    assert np.all(new.gaps <= new.tol)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize(("shape", "radius"), [((40, 3), 5.0), ((60, 8), 30.0), ((25, 16), 1e3), ((12, 40), 8.0)])
+def test_agrees_with_the_naive_numpy_solver(rng, shape, radius, with_bias):
+    keys = rng.normal(size=shape) * rng.uniform(0.2, 3.0, size=shape[1]) + 5.0  # anisotropic, off-centre
+    bias = rng.normal(size=shape[0]) if with_bias else None
+    new = max_attention(keys, query_norm=radius, bias=bias, progress=False)
+    old = naive_max_attention(keys, query_norm=radius, bias=bias)
+    assert new.tol == old.tol
+    assert_consistent(new, old)
+
+
+def test_agrees_with_the_naive_solver_on_minilm_keys():
+    keys = np.ascontiguousarray(next(geomln.load_keys(DATA / "minilm_keys.npz").slices()).matrix)
+    assert_consistent(max_attention(keys, query_norm=8.0, progress=False), naive_max_attention(keys, query_norm=8.0))
+
+
+def test_hostile_keys_duplicates_and_a_hyperplane(rng):
+    keys = rng.normal(size=(30, 5))
+    keys[:, 4] = 0.0  # rank-deficient: a singular Hessian in every iteration
+    keys[10:15] = keys[0]  # duplicates share the weight
+    result = max_attention(keys, query_norm=50.0, progress=False)
+    assert_consistent(result, naive_max_attention(keys, query_norm=50.0))
+    assert np.all(result.weights[10:15] <= 1 / 6 + 1e-12)
+
+
+def test_one_thread_and_two_threads_give_identical_results(rng):
+    keys = rng.normal(size=(50, 6))
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        serial = max_attention(keys, query_norm=10.0, progress=False)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        parallel = max_attention(keys, query_norm=10.0, progress=False)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(serial.queries, parallel.queries)
+    np.testing.assert_array_equal(serial.upper_bounds, parallel.upper_bounds)
+
+
+def test_progress_bar_goes_to_stderr_and_only_when_asked(rng, capsys, monkeypatch):
+    import geomln.models.attention as attention
+
+    keys = rng.normal(size=(40, 4))
+    quiet = max_attention(keys, query_norm=3.0, progress=False)
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setattr(attention, "_CHUNK_WORK", 1)  # many steps, and no delay: the bar shows at once
+    monkeypatch.setattr(attention, "_PROGRESS_DELAY", 0.0)
+    loud = max_attention(keys, query_norm=3.0, progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "max_attention" in err
+    np.testing.assert_array_equal(quiet.weights, loud.weights)

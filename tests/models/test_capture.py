@@ -384,7 +384,7 @@ def test_cli_capture_splits_long_paragraphs(tiny_model_dir, tmp_path, capsys):
         (["--model", "nowhere"], "must be 'minilm' or a local Hugging Face model directory"),
         (["--out", "keys.csv"], r"`--out` must end in \.npz"),
         (["--max-tokens", "0"], r"`--max-tokens` must be >= 1"),
-        (["--arrays", "values"], "`names` must be a non-empty subset"),
+        (["--arrays", "values"], "`--arrays` must be a non-empty subset"),
     ],
 )
 def test_cli_capture_errors(tiny_model_dir, tmp_path, capsys, monkeypatch, args, match):

@@ -31,8 +31,8 @@ def test_npy_2d_round_trip(tmp_path, rng):
 def test_npy_float16_is_upcast_and_remembered(tmp_path, rng):
     values = rng.normal(size=(2, 5, 4)).astype(np.float16)
     np.save(tmp_path / "k.npy", values)
-    keys = load_keys(tmp_path / "k.npy")
-    assert keys.axes == ("axis0", "token", "dim")
+    keys = load_keys(tmp_path / "k.npy", axes="head,token,dim")
+    assert keys.axes == ("head", "token", "dim")
     assert keys.metadata["source_dtype"] == "float16"
     np.testing.assert_array_equal(keys.values, values.astype(np.float64))
 
@@ -287,9 +287,9 @@ def test_nan_names_slice_and_row(tmp_path):
                                          r"\(first at layer=1, head=2, sequence=1, row 1\)"):
         KeyArray.from_array(values, axes="layer,head,token,dim", seq_offsets=[0, 3, 6])
     np.savez(tmp_path / "bad.npz", keys=values)
-    with pytest.raises(InputError, match=r"array 'keys' of .*bad\.npz.* contains 1 NaN .*axis0=1, "
-                                         r"axis1=2, row 4"):
-        load_keys(tmp_path / "bad.npz")
+    with pytest.raises(InputError, match=r"array 'keys' of .*bad\.npz.* contains 1 NaN .*layer=1, "
+                                         r"head=2, row 4"):
+        load_keys(tmp_path / "bad.npz", axes="layer,head,token,dim")
 
 
 @pytest.mark.parametrize(("values", "match"), [

@@ -80,7 +80,39 @@ def test_fraction_curves_with_exact_theory(result):
             theory.get_ydata(), geomln.unselectable_fraction_gaussian(np.arange(4, 25), d)
         )
         assert theory.get_color() == mc.get_color() and theory.get_linestyle() == "--"
-    assert len(ax.collections) == 3  # one shaded confidence band per d
+    drawn = [row for row in result.select(normalization="none") if row.fraction > 0]
+    assert len(ax.collections) == len({row.d for row in drawn})  # one band per d with a nonzero cell
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["d = 2", "d = 3", "d = 5", "exact theory", "95 % interval"]
+    top = max(max(row.fraction_high for row in drawn), float(geomln.unselectable_fraction_gaussian(24, 2)))
+    assert ax.get_ylim()[1] == pytest.approx(min(1.02, 1.08 * top))
+
+
+def test_fraction_curves_leave_out_intervals_of_zero_cells_and_fit_the_y_range(result):
+    ax = plot_fraction_vs_n(result, normalization="layernorm", d=[3, 5])  # keys on a sphere: all zero
+    assert not ax.collections and ax.get_ylim()[1] == pytest.approx(0.05)
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["d = 3", "d = 5", "exact theory"]
+
+
+def test_theory_curves_wrap_panels(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from geomln.cli import montecarlo
+
+    eight = geomln.estimate_unselectable([4, 8], [2, 3], trials=4, seed=1, workers=1, progress=False,
+                                         distribution=["gaussian", "uniform_cube", "sphere", "uniform_ball"],
+                                         normalization=["none", "layernorm"])
+    shapes = []
+    original = Figure.subplots
+
+    def spy(self, nrows=1, ncols=1, **kwargs):
+        shapes.append((nrows, ncols))
+        return original(self, nrows, ncols, **kwargs)
+
+    monkeypatch.setattr(Figure, "subplots", spy)
+    montecarlo.save_theory_curves(eight, tmp_path)
+    assert shapes == [(3, 3)] and (tmp_path / "fraction_vs_n.png").stat().st_size > 0
 
 
 def test_fraction_curves_select_d_and_skip_theory(result):
