@@ -10,7 +10,7 @@ indices ``c >= n`` stand for the virtual points ``points[c - n] - ray * e_last``
 
 import numpy as np
 
-from .._jit import jit, parallel_jit, prange
+from .._jit import inline_jit, jit, parallel_jit, prange
 
 #: statuses returned per key by :func:`distance_to_hull_batch`
 UNSELECTABLE = 0  # distance to the hull of the others <= low: certain
@@ -121,6 +121,15 @@ def _row_dot(matrix, row, x):
 
 
 @jit
+def _dot(a, b):
+    """``a . b`` of two vectors as a plain loop (no temporary array, unlike ``(a * b).sum()``)."""
+    total = 0.0
+    for t in range(a.shape[0]):
+        total += a[t] * b[t]
+    return total
+
+
+@jit
 def _scores_into(columns, x, scores):
     """``scores[k] = x . columns[:, k]``; the inner loop runs along contiguous memory and vectorises."""
     count = columns.shape[1]
@@ -132,7 +141,7 @@ def _scores_into(columns, x, scores):
             scores[k] += weight * columns[t, k]
 
 
-@jit
+@inline_jit
 def _affine_minimizer(corral, size, q, r, alpha, valid):
     """Weights (summing to 1) of the point of least norm in the affine hull of ``corral[:size]``.
 
@@ -181,7 +190,7 @@ def _affine_minimizer(corral, size, q, r, alpha, valid):
     return True
 
 
-@jit
+@inline_jit
 def _minor_cycle(corral, corral_ids, weights, size, workspace, valid):
     """Wolfe's minor cycle: move the weights towards the affine minimizer, dropping points that reach 0.
 
@@ -311,13 +320,13 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, hi
     separated = False
     valid = np.intp(0)  # QR columns that match the corral (np.intp: a literal 0 would compile _minor_cycle twice)
     for _ in range(max_major):
-        norm2 = (x * x).sum()
+        norm2 = _dot(x, x)
         if norm2 <= low * low:
             stalled = False
             break
         _normal_part(workspace[0], valid, x, normal)
-        normal_norm = max(np.sqrt((normal * normal).sum()), 1e-300)
-        origin_dot = (origin * normal).sum()
+        normal_norm = max(np.sqrt(_dot(normal, normal)), 1e-300)
+        origin_dot = _dot(origin, normal)
         _scores_into(cand_t, normal, scores)
         entering = -1
         smallest = np.inf
@@ -375,7 +384,7 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
     for k in range(ids.shape[0]):
         support[row, k] = ids[k]
         weights[row, k] = w[k]
-    norm = np.sqrt((x * x).sum())
+    norm = np.sqrt(_dot(x, x))
     distance[row] = norm
     if norm <= low:
         status[row] = UNSELECTABLE
@@ -384,7 +393,7 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
         status[row] = STALLED
         return
     # witness q = -normal / |normal|: margin over site c is q.(p_key - p_c) = (normal.p_c - normal.p_key) / |normal|
-    normal_norm = max(np.sqrt((normal * normal).sum()), 1e-300)
+    normal_norm = max(np.sqrt(_dot(normal, normal)), 1e-300)
     scores = np.empty(sites_t.shape[1])
     _scores_into(sites_t, normal, scores)
     worst = np.inf
@@ -393,7 +402,7 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
         if scores[c] < worst and c != key and c != key_ray:
             worst = scores[c]
             worst_at = c
-    margin[row] = (worst - (origin * normal).sum()) / normal_norm
+    margin[row] = (worst - _dot(origin, normal)) / normal_norm
     for t in range(dim):
         direction[row, t] = -normal[t] / normal_norm
     if margin[row] > high:
@@ -506,13 +515,19 @@ def _normalized_set(keys):
     for i in range(n):
         for t in range(dim):
             total[t] += keys[i, t]
-    centred = keys - total / n
+    centred = np.empty((n, dim))  # loops, not array expressions: each of those compiles a kernel of its own
     radius2 = 0.0
     for i in range(n):
+        for t in range(dim):
+            centred[i, t] = keys[i, t] - total[t] / n
         radius2 = max(radius2, _row_dot(centred, i, centred[i]))
     if not 1e-280 < radius2 < 1e280:
         return centred, False
-    return centred / np.sqrt(radius2), True
+    radius = np.sqrt(radius2)
+    for i in range(n):
+        for t in range(dim):
+            centred[i, t] /= radius
+    return centred, True
 
 
 @jit
@@ -562,7 +577,7 @@ def _reflection_certifies(points, points_t, key, high, reflections, scores, quer
     for _ in range(reflections):
         top_at, top, second = _scan_row(points_t, query, scores)
         if top_at == key:
-            return top - second > high * np.sqrt((query * query).sum())
+            return top - second > high * np.sqrt(_dot(query, query))
         along, length2 = 0.0, 0.0
         for t in range(dim):
             step = points[key, t] - points[top_at, t]
@@ -573,7 +588,7 @@ def _reflection_certifies(points, points_t, key, high, reflections, scores, quer
     return False
 
 
-@jit
+@inline_jit
 def _count_unselectable_in_set(points, ids, low, high, max_major, out):
     """Count the unselectable keys of one normalized set as the engine decides them.
 
@@ -581,23 +596,27 @@ def _count_unselectable_in_set(points, ids, low, high, max_major, out):
     certainly selectable (borderline, stalled), and the whole set must then go through the engine.
     """
     n, dim = points.shape
-    points_t = np.ascontiguousarray(points.T)
+    points_t = np.empty((dim, n))
     norm2 = np.empty(n)
     for i in range(n):
         norm2[i] = _row_dot(points, i, points[i])
+        for t in range(dim):
+            points_t[t, i] = points[i, t]
     certain = np.zeros(n, dtype=np.bool_)
+    certified = 0
     scores = np.empty(_SCORE_BLOCK)
     for i in range(n):  # the engine's witness scan: each key's own direction certifies its strict argmax
         if norm2[i] > 0.0:
             top_at, top, second = _scan_row(points_t, points[i], scores)
-            if (top - second) / np.sqrt(norm2[i]) > high:
+            if (top - second) / np.sqrt(norm2[i]) > high and not certain[top_at]:
                 certain[top_at] = True
+                certified += 1
     status, support, weights = out[0], out[4], out[5]
     query = np.empty(dim)
     # typed like the engine's arguments, not as literals: the engine's compiled _decide_key serves here too
     no_ray, first_row = np.bool_(False), np.intp(0)
     # where the scan certified most keys, the others are likely vertices too: try cheap reflections first
-    reflections = REFLECTIONS if 2 * certain.sum() > n else 0
+    reflections = REFLECTIONS if 2 * certified > n else 0
     unselectable = 0
     for i in range(n):
         if certain[i] or _reflection_certifies(points, points_t, i, high, reflections, scores, query):
@@ -608,12 +627,14 @@ def _count_unselectable_in_set(points, ids, low, high, max_major, out):
             continue
         if status[0] != UNSELECTABLE:
             return False, 0
-        residual = points[i].copy()  # re-check the certificate: |sum_k w_k p_k - p_i| <= 10 low (= tol)
+        residual = np.empty(dim)  # re-check the certificate: |sum_k w_k p_k - p_i| <= 10 low (= tol)
+        for t in range(dim):
+            residual[t] = points[i, t]
         for k in range(support.shape[1]):
             if support[0, k] >= 0:
                 for t in range(dim):
                     residual[t] -= weights[0, k] * points[support[0, k], t]
-        if np.sqrt((residual * residual).sum()) > 10.0 * low:
+        if np.sqrt(_dot(residual, residual)) > 10.0 * low:
             return False, 0
         unselectable += 1
     return True, unselectable
