@@ -184,7 +184,7 @@ def chunk(items, costs, target=None):
     return chunks
 
 
-def process_pool_map(function, tasks, workers, initializer, initargs, *, on_idle=None):
+def process_pool_map(function, tasks, workers, initializer, initargs, *, on_idle=None, prepare=None):
     """Run ``function(*task)`` for every task in a pool of `workers` processes; yield ``(task, result)``.
 
     Results come in order of completion. The pool is joblib's loky executor: it never re-imports
@@ -206,6 +206,10 @@ def process_pool_map(function, tasks, workers, initializer, initargs, *, on_idle
     initargs : tuple
     on_idle : callable, optional
         Called every second in which no task finished (e.g. to redraw a progress bar).
+    prepare : callable, optional
+        Run here once the workers are starting and before any task is submitted, so that their start-up
+        (interpreter, imports, `initializer`) overlaps it: e.g. compile, once, the kernels every task then
+        loads from the cache.
 
     Yields
     ------
@@ -228,7 +232,11 @@ def process_pool_map(function, tasks, workers, initializer, initargs, *, on_idle
 
     executor = ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs)
     try:
-        with _children_ignore_sigint():  # the workers are spawned by the first submit
+        if prepare is not None:
+            with _children_ignore_sigint():  # the first submit spawns every worker
+                executor.submit(int)
+            prepare()
+        with _children_ignore_sigint():
             pending = {executor.submit(function, *task): task for task in tasks}
         while pending:
             finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)

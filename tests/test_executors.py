@@ -82,6 +82,19 @@ def test_process_pool_map_yields_every_task_once():
     ]
 
 
+def test_prepare_runs_here_before_any_task_is_submitted(tmp_path):
+    marker = tmp_path / "prepared"
+    here = os.getpid()
+
+    def prepare():
+        assert not marker.exists()
+        marker.write_text(str(os.getpid()))
+
+    results = dict(process_pool_map(os.path.exists, [(str(marker),)] * 4, 2, int, (), prepare=prepare))
+    assert results == {(str(marker),): True}
+    assert marker.read_text() == str(here)
+
+
 def test_a_dead_worker_raises_broken_process_pool_and_leaves_no_worker():
     results = process_pool_map(os._exit, [(3,)], 1, int, ())
     with pytest.raises(BrokenProcessPool), closing(results):

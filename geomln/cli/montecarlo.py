@@ -3,8 +3,9 @@
 Draws --trials key sets per cell, normalizes them and decides every key exactly. Writes
 results.csv and results.json (the tidy table; the JSON also holds the provenance) and one heatmap
 PNG per metric (y = n, x = d, one panel per normalization) into --out. results.json is rewritten
-after every finished cell, so an interrupted run can continue with --resume. A folder that holds a
-previous run's files is refused unless --resume continues that run or --overwrite replaces it.
+as cells finish (every 2 s, and on Ctrl-C), so an interrupted run can continue with --resume. A
+folder that holds a previous run's files is refused unless --resume continues that run or
+--overwrite replaces it.
 """
 
 import shlex

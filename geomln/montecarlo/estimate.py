@@ -296,8 +296,9 @@ def estimate_unselectable(
     keys : array_like of shape (m, d), KeyArray or path, optional
         The key matrix for ``"from_keys"`` (any file :func:`geomln.load_keys` reads).
     checkpoint : str or Path, optional
-        JSON file rewritten atomically after every finished cell (the same format as
-        :meth:`MonteCarloResult.to_json`), so an interrupted run leaves a valid partial table.
+        JSON file rewritten atomically as cells finish (at most every 2 s, and with every finished cell
+        when the run stops early; the same format as :meth:`MonteCarloResult.to_json`), so an interrupted
+        run leaves a valid partial table.
     resume : bool, default False
         Reuse the finished cells of an existing `checkpoint` made with the same trials, seed and
         distributions; only the missing cells are computed.
@@ -458,11 +459,13 @@ def estimate_unselectable(
                 warm = cells.warmup()
                 for task in tasks:
                     _finish(merger, task, cells.run_cell(context, *task), store, bar)
-            else:  # compiled (or loaded) here first, so that the workers load it from the cache, not compile it
-                warm = cells.warmup() + _run_pool(context, tasks, workers_used, store, bar, merger)
+            else:
+                warm = _run_pool(context, tasks, workers_used, store, bar, merger)
     except KeyboardInterrupt:
+        store.flush()
         raise
     except ClusterError as exc:
+        store.flush()
         if not store.written:
             raise
         raise ClusterError(
@@ -470,7 +473,9 @@ def estimate_unselectable(
             "rerun with resume=True to compute only the others"
         ) from None
     except BaseException:
-        if store.written and not (resume and existed):
+        if resume and existed:
+            store.flush()  # the checkpoint was the user's: keep what this run added
+        elif store.written:
             Path(checkpoint).unlink(missing_ok=True)
         raise
     timings = {
@@ -531,22 +536,30 @@ def _run_dask(runner, context, tasks, store, bar, provenance, merger):
 
 
 def _run_pool(context, tasks, workers, store, bar, merger):
-    """Run `tasks` on a pool of worker processes, most expensive first; return the summed warm-up seconds."""
-    warm = 0.0
+    """Run `tasks` on a pool of worker processes, most expensive first; return the summed warm-up seconds.
+
+    The batch kernel compiles (or loads) here while the workers start, so that they load it from the cache
+    instead of each compiling it.
+    """
+    warm = [0.0]
+
+    def prepare():
+        warm[0] = cells.warmup()
+
     ordered = sorted(tasks, key=lambda task: -task[1] * len(task[3]))
     results = process_pool_map(cells.run_cell_in_worker, ordered, workers, cells.init_worker, (context,),
-                               on_idle=bar.refresh)  # still warming up or on a long cell: keep the bar on screen
+                               on_idle=bar.refresh, prepare=prepare)  # on_idle: keep the bar on screen
     with contextlib.closing(results):
         try:
             for task, (outcome, seconds) in results:
-                warm += seconds
+                warm[0] += seconds
                 _finish(merger, task, outcome, store, bar)
         except BrokenProcessPool as exc:
             raise GeomlnError(
                 f"a worker process stopped abruptly ({' '.join(str(exc).split())}); out of memory or killed? "
                 "Rerun with workers=1 to compute in this process"
             ) from None
-    return warm
+    return warm[0]
 
 
 #: shown until the first cell finishes; ~20 s is the batch kernel's cold compile in

@@ -14,6 +14,7 @@ import geomln
 from geomln.cli._main import main
 from geomln.errors import DataFileError, GeomlnWarning, InputError
 from geomln.montecarlo import _cells as cells
+from geomln.montecarlo import _store
 from geomln.montecarlo.estimate import MonteCarloResult, estimate_unselectable
 
 FAST = dict(workers=1, progress=False)
@@ -367,6 +368,22 @@ def test_interrupted_run_leaves_a_valid_partial_checkpoint(tmp_path, monkeypatch
     finished = estimate_unselectable([5, 6, 7, 8], 3, trials=4, checkpoint=path, resume=True, **FAST)
     assert table(finished) == table(estimate_unselectable([5, 6, 7, 8], 3, trials=4, **FAST))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.json"]
+
+
+@pytest.mark.parametrize("interval, written_before", [(3600.0, [False, False, False]), (0.0, [False, True, True])])
+def test_checkpoint_rewrites_are_throttled(tmp_path, monkeypatch, interval, written_before):
+    monkeypatch.setattr(_store, "SAVE_SECONDS", interval)
+    path = tmp_path / "checkpoint.json"
+    original, seen = cells.run_cell, []
+
+    def watching(*args):
+        seen.append(path.exists())
+        return original(*args)
+
+    monkeypatch.setattr(cells, "run_cell", watching)
+    result = estimate_unselectable([5, 6, 7], 3, trials=4, checkpoint=path, **FAST)
+    assert seen == written_before
+    assert MonteCarloResult.from_json(path).complete and table(MonteCarloResult.from_json(path)) == table(result)
 
 
 # --- bad input: one clear error, no files left behind ---
