@@ -90,25 +90,33 @@ def _flags(parser, args):
     return flags
 
 
-def _build_parser():
+def _build_parser(argv):
+    """The parser, with the options of the subcommand `argv` names (the first word that is not a flag).
+
+    Only that subcommand's module is imported: each pulls in numpy, scipy and more (about 1 s for all).
+    """
     parser = argparse.ArgumentParser(
         prog="geomln", description="Exact geometry of attention keys: LayerNorm, selectable keys, hulls."
     )
     parser.add_argument("--version", action="version", version=f"geomln {__version__}")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of unexpected errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((word for word in argv if not word.startswith("-")), None)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(f"geomln.cli.{module_name}")
-        sub = commands.add_parser(name, help=help_text, description=module.__doc__)
-        module.add_args(sub)
-        sub.set_defaults(run=module.run)
+        sub = commands.add_parser(name, help=help_text)
+        if name == chosen:
+            module = importlib.import_module(f"geomln.cli.{module_name}")
+            sub.description = module.__doc__
+            module.add_args(sub)
+            sub.set_defaults(run=module.run)
     return parser
 
 
 def main(argv=None):
     """Run the command line with `argv` (default ``sys.argv[1:]``) and return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        parser = _build_parser()  # imports every subcommand (numpy, scipy, ...): Ctrl-C may land here
+        parser = _build_parser(argv)  # imports the subcommand (numpy, scipy, ...): Ctrl-C may land here
     except KeyboardInterrupt:
         print("geomln: error: interrupted", file=sys.stderr)
         return 130
