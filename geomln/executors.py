@@ -206,10 +206,11 @@ def process_pool_map(function, tasks, workers, initializer, initargs, *, on_idle
     initargs : tuple
     on_idle : callable, optional
         Called every second in which no task finished (e.g. to redraw a progress bar).
-    prepare : callable, optional
-        Run here once the workers are starting and before any task is submitted, so that their start-up
-        (interpreter, imports, `initializer`) overlaps it: e.g. compile, once, the kernels every task then
-        loads from the cache.
+    prepare : tuple of two callables, optional
+        ``(side, here)``: ``side()`` is submitted first (which starts the workers) and runs in one of them,
+        while ``here(future)`` runs in this process with side's future; the tasks are submitted once ``here``
+        returned. E.g. compile two parts of the kernels every task needs, once each and in parallel, while
+        the workers start: the tasks then load them from the cache.
 
     Yields
     ------
@@ -233,9 +234,10 @@ def process_pool_map(function, tasks, workers, initializer, initargs, *, on_idle
     executor = ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs)
     try:
         if prepare is not None:
+            side, here = prepare
             with _children_ignore_sigint():  # the first submit spawns every worker
-                executor.submit(int)
-            prepare()
+                side_future = executor.submit(side)
+            here(side_future)
         with _children_ignore_sigint():
             pending = {executor.submit(function, *task): task for task in tasks}
         while pending:

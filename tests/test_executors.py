@@ -86,11 +86,13 @@ def test_prepare_runs_here_before_any_task_is_submitted(tmp_path):
     marker = tmp_path / "prepared"
     here = os.getpid()
 
-    def prepare():
+    def prepare_here(side):
         assert not marker.exists()
+        assert side.result() != here  # the side ran in a worker
         marker.write_text(str(os.getpid()))
 
-    results = dict(process_pool_map(os.path.exists, [(str(marker),)] * 4, 2, int, (), prepare=prepare))
+    results = dict(process_pool_map(os.path.exists, [(str(marker),)] * 4, 2, int, (),
+                                    prepare=(os.getpid, prepare_here)))
     assert results == {(str(marker),): True}
     assert marker.read_text() == str(here)
 

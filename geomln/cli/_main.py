@@ -91,7 +91,7 @@ def _flags(parser, args):
 
 
 def _build_parser(argv):
-    """The parser, with the options of the subcommand `argv` names (the first word that is not a flag).
+    """Return the parser, with the options of the subcommand `argv` names (its first word not a flag).
 
     Only that subcommand's module is imported: each pulls in numpy, scipy and more (about 1 s for all).
     """

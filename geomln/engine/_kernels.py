@@ -122,7 +122,7 @@ def _row_dot(matrix, row, x):
 
 @jit
 def _dot(a, b):
-    """``a . b`` of two vectors as a plain loop (no temporary array, unlike ``(a * b).sum()``)."""
+    """Return ``a . b`` of two vectors, as a plain loop (no temporary array, unlike ``(a * b).sum()``)."""
     total = 0.0
     for t in range(a.shape[0]):
         total += a[t] * b[t]

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._validation import as_points
 from ..engine.selectability import count_unselectable, default_tol
-from ..engine.warmup import reference_seconds
+from ..engine.warmup import compile_batch_kernel, reference_seconds
 from ..errors import InputError
 from ..geometry.layernorm import project, scale
 
@@ -158,12 +158,10 @@ def warmup():
     """Compile or load from cache the batch kernel every cell uses; return the seconds it took.
 
     The full engine, which decides only the rare sets the batch kernel leaves unsettled, loads on first use.
-    A pool's parent calls this before it starts the workers: on a cold cache the kernel compiles once, there,
-    and every worker loads it from the cache instead of compiling it too.
+    In a pool the kernel is already in the cache (the parent compiled it while the workers started), and
+    this loads it.
     """
-    start = time.perf_counter()
-    count_unselectable(np.random.default_rng(0).standard_normal((2, 40, 3)), 1e-9)
-    return time.perf_counter() - start
+    return compile_batch_kernel()
 
 
 def warm_for_dask():

@@ -21,6 +21,7 @@ import numpy as np
 
 from .._validation import as_choice, as_points, as_positive_int
 from .._version import __version__
+from ..engine.warmup import compile_batch_kernel, compile_wolfe
 from ..errors import GeomlnError, GeomlnWarning, InputError
 from ..executors import ClusterError, chunk, estimated_seconds, process_pool_map, resolve_executor
 from . import _cells as cells
@@ -538,17 +539,19 @@ def _run_dask(runner, context, tasks, store, bar, provenance, merger):
 def _run_pool(context, tasks, workers, store, bar, merger):
     """Run `tasks` on a pool of worker processes, most expensive first; return the summed warm-up seconds.
 
-    The batch kernel compiles (or loads) here while the workers start, so that they load it from the cache
-    instead of each compiling it.
+    The batch kernel compiles (or loads) while the workers start, in two parts, one here and one in a
+    worker (``geomln.engine.warmup``), so that the workers load it from the cache instead of each compiling
+    it.
     """
     warm = [0.0]
 
-    def prepare():
-        warm[0] = cells.warmup()
+    def prepare_here(wolfe):
+        warm[0] = compile_batch_kernel(wolfe) + wolfe.result()
 
     ordered = sorted(tasks, key=lambda task: -task[1] * len(task[3]))
     results = process_pool_map(cells.run_cell_in_worker, ordered, workers, cells.init_worker, (context,),
-                               on_idle=bar.refresh, prepare=prepare)  # on_idle: keep the bar on screen
+                               on_idle=bar.refresh,  # still warming up or on a long cell: keep the bar on screen
+                               prepare=(compile_wolfe, prepare_here))
     with contextlib.closing(results):
         try:
             for task, (outcome, seconds) in results:
