@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from . import _kernels as kernels
 
 #: verdicts whose deciding quantity lies within this factor of `tol` are reported as borderline
@@ -54,11 +55,12 @@ def affine_frame(points, tol):
     if radius == 0.0:
         return AffineFrame(centre, 0.0, np.zeros((d, 0)), np.zeros((n, 0)))
     centred /= radius
-    if n >= d:
-        _, vectors = np.linalg.eigh(centred.T @ centred)
-        basis = vectors[:, ::-1]
-    else:
-        basis = np.linalg.svd(centred, full_matrices=False)[2].T
+    gram = centred.T @ centred if n >= d else None
+    with one_blas_thread():  # a d x d problem (or n x d with n < d): BLAS threads only cost here
+        if gram is not None:
+            basis = np.linalg.eigh(gram)[1][:, ::-1]
+        else:
+            basis = np.linalg.svd(centred, full_matrices=False)[2].T
     coords = centred @ basis
     del centred
     # largest distance of any point from the span of the first r directions, for every r (in row blocks)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from ..hull._kernels3d import center_points
 from . import _lowdim_kernels as kernels
 from ._geometry import BORDERLINE_FACTOR, AffineFrame
@@ -58,7 +59,9 @@ def full_rank_frame(points, tol):
     if not 1e-150 < radius < 1e150:
         return None
     centred /= radius
-    smallest = float(np.linalg.eigvalsh(centred.T @ centred / points.shape[0])[0])
+    gram = centred.T @ centred / points.shape[0]
+    with one_blas_thread():  # d x d: BLAS threads only cost here
+        smallest = float(np.linalg.eigvalsh(gram)[0])
     if not smallest > max(100.0 * tol, 1e-6) ** 2:  # far above both tol / 4 and the eigenvalue's rounding
         return None
     d = points.shape[1]

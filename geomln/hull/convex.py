@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._validation import as_points, as_tol
 from ..errors import InputError
 from . import _kernels2d, _kernels3d
@@ -120,7 +121,8 @@ def _principal_frame(y, scale, eps):
         gram = _kernels3d.small_gram(y)
     else:
         gram = y.T @ y
-    evals, evecs = np.linalg.eigh(gram)
+    with one_blas_thread():  # d x d: BLAS threads only cost here
+        evals, evecs = np.linalg.eigh(gram)
     evecs = np.ascontiguousarray(evecs[:, ::-1])
     if d <= _SMALL_D:
         spreads = _kernels3d.max_abs_projection(y, evecs)
@@ -133,7 +135,9 @@ def _principal_frame(y, scale, eps):
 
 def _reduce_frame(coords, frame, k):
     """Return coordinates and frame for the top-`k` principal directions (a kernel found the points flat)."""
-    evals, evecs = np.linalg.eigh(coords.T @ coords)
+    gram = coords.T @ coords
+    with one_blas_thread():
+        evals, evecs = np.linalg.eigh(gram)
     q = evecs[:, ::-1][:, :k].T
     return np.ascontiguousarray(coords @ q.T), q @ frame
 
