@@ -9,7 +9,6 @@ from .adapters import (
     as_key_array,
 )
 from .analysis import (
-    KeyReport,
     analyze_keys,
     causal_last_positions,
 )
@@ -31,6 +30,9 @@ from .keyfile import (
     KeySlice,
     load_keys,
     save_keys,
+)
+from .report import (
+    KeyReport,
 )
 from .shards import (
     KeyShards,
