@@ -67,7 +67,8 @@ def add_args(experiments):
     t4.add_argument("--variants", nargs="+", choices=list(BERT_VARIANTS), default=list(BERT_VARIANTS),
                     help="no-ln: every LayerNorm replaced by the identity (the paper's); ln: kept (default both)")
     t4.add_argument("--steps", type=int, default=600, help="optimizer steps per model (default 600)")
-    t4.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
+    t4.add_argument("--seeds", type=int, default=1,
+                    help="training seeds 0..N-1 (default 1); the split and the measured verses always use seed 0")
     t4.add_argument("--batch-size", type=int, default=32, help="sentences per step (default 32, as the paper)")
     t4.add_argument("--lr", type=float, default=1e-2, help="peak AdamW learning rate (default 1e-2)")
     t4.add_argument("--dropout", type=float, default=0.1, help="dropout (default 0.1)")
