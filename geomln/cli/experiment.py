@@ -1,27 +1,24 @@
 """Reproduce the paper's experiments on CPU (needs the torch extra: pip install 'geomln[torch]').
 
 ``majority``: LayerNorm's projection on the majority task (Figures 1-3). ``lm``: a tiny language model
-with and without scaling, and its unselectable keys (Tables 1-2, Figure 4).
+with and without scaling, and its unselectable keys (Tables 1-2, Figure 4). ``table3``: the w/o scaling
+model on short sentences. ``table4``: a small BERT without LayerNorm on a verse classification task.
 """
 
-import csv
-import datetime
-import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .._files import atomic_output, ensure_directory
-from .._version import __version__
 from ..errors import GeomlnError
+from . import _experiment_tables
+from ._experiment_common import _common, _loop_options, _now, _provenance, _torch, _write_csv
 from ._output import dumps_json
 
 #: library parameters that are not named like a flag (see geomln.cli._main.speak_cli)
 PARAMETERS = {"variant": "--variants", "n_samples": "--samples", "n_sequences": "--eval-sequences",
               "length": "--eval-length", "n_classes": "--classes", "ff": "--ffn",
-              "min_margin": "--margin"}
+              "min_margin": "--margin", "n_sentences": "--sentences", "max_tokens": "--max-tokens"}
 
 
 def add_args(parser):
@@ -115,68 +112,7 @@ def add_args(parser):
     lm.add_argument("--tol", type=float, default=None, help="tolerance passed to geomln.selectable_keys")
     _common(lm)
     lm.set_defaults(experiment_run=_run_lm)
-
-
-def _common(parser):
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
-
-
-def _torch(threads):
-    try:
-        import torch
-    except ImportError:
-        raise GeomlnError("`geomln experiment` needs PyTorch: pip install 'geomln[torch]'") from None
-    if threads < 1:
-        raise GeomlnError(f"`--threads` must be >= 1; got {threads}")
-    torch.set_num_threads(threads)
-    return torch
-
-
-def _loop_options(args):
-    """Keyword arguments of the training loop that both experiments take from the same CLI options."""
-    return {
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "eval_every": args.eval_every,
-        "progress": not args.no_progress,
-    }
-
-
-def _provenance(args, torch, started, wall_time):
-    arguments = {k: v for k, v in vars(args).items() if not callable(v)}
-    versions = {
-        "geomln": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-    }
-    try:
-        import tokenizers
-
-        versions["tokenizers"] = tokenizers.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    return {
-        "command": "geomln " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "geomln" else None,
-        "arguments": arguments,
-        "versions": versions,
-        "platform": platform.platform(),
-        "started_utc": started,
-        "wall_time_s": round(wall_time, 3),
-    }
-
-
-def _write_csv(path, header, rows):
-    with atomic_output(path) as stream:
-        writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    _experiment_tables.add_args(experiments)
 
 
 def _run_majority(args):

@@ -25,6 +25,7 @@ __all__ = [
     "train_lm",
     "LMRun",
     "collect_keys",
+    "sentence_forward",
     "unselectable_fractions",
     "eval_windows",
     "save_keys_npz",
@@ -246,6 +247,27 @@ def eval_windows(tokens, *, n_sequences, length):
     return _windows(tokens, starts, length)
 
 
+def sentence_forward(model):
+    """Return ``forward(ids) -> [(ln_1 input, ln_1 output) per layer]`` for one sequence, in float64.
+
+    The forward pass runs on a float64 copy of `model` (made once), so scaled keys lie on the sphere of
+    radius ``sqrt(d)`` to within float64 rounding. ``ids`` is a 1-D integer array; each array returned
+    has shape ``(len(ids), d)``.
+    """
+    torch = require_torch()
+    import copy
+
+    double = copy.deepcopy(model).double().eval()
+
+    def forward(ids):
+        record = []
+        with torch.no_grad():
+            double(torch.from_numpy(np.asarray(ids, dtype=np.int64))[None], record)
+        return [(x[0].numpy(), h[0].numpy()) for x, h in record]
+
+    return forward
+
+
 def collect_keys(model, sequences):
     """Return the inputs and outputs of every layer's ``ln_1`` on `sequences`, computed in float64.
 
@@ -261,20 +283,13 @@ def collect_keys(model, sequences):
 
     Notes
     -----
-    The forward pass runs on a float64 copy of the model, so scaled keys lie on the sphere of
-    radius ``sqrt(d)`` to within float64 rounding, not float32's.
+    The forward pass runs on a float64 copy of the model (see :func:`sentence_forward`), so scaled keys
+    lie on the sphere of radius ``sqrt(d)`` to within float64 rounding, not float32's.
     """
-    torch = require_torch()
-    import copy
-
-    double = copy.deepcopy(model).double().eval()
-    before, after = [], []
-    with torch.no_grad():
-        for sequence in np.asarray(sequences):
-            record = []
-            double(torch.from_numpy(np.asarray(sequence, dtype=np.int64))[None], record)
-            before.append([x[0].numpy() for x, _ in record])
-            after.append([h[0].numpy() for _, h in record])
+    forward = sentence_forward(model)
+    pairs = [forward(sequence) for sequence in np.asarray(sequences)]
+    before = [[b for b, _ in p] for p in pairs]
+    after = [[a for _, a in p] for p in pairs]
     return np.ascontiguousarray(np.swapaxes(np.array(before), 0, 1)), np.ascontiguousarray(
         np.swapaxes(np.array(after), 0, 1)
     )
@@ -310,8 +325,8 @@ def unselectable_fractions(keys, *, tol=None, progress=False):
     return out
 
 
-def save_keys_npz(path, arrays, meta):
-    """Write `arrays` (each ``(layer, seq, token, dim)``) and a JSON ``__geomln_meta__`` string atomically.
+def save_keys_npz(path, arrays, meta, *, axes=("layer", "seq", "token", "dim")):
+    """Write `arrays` (each with `axes`) and a JSON ``__geomln_meta__`` string atomically.
 
     The metadata follows the key-file format of :mod:`geomln.models.keyfile` (``format``, ``version``,
     ``default`` = the first array, per-array ``axes``) and also carries the axes at top level, so
@@ -319,7 +334,7 @@ def save_keys_npz(path, arrays, meta):
     """
     from .._files import atomic_output
 
-    axes = ["layer", "seq", "token", "dim"]
+    axes = list(axes)
     meta = {
         "format": "geomln.keys",
         "version": 1,
