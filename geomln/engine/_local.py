@@ -46,6 +46,7 @@ class ScoreTree:
         lift = np.sqrt(np.maximum(norm2.max() - norm2, 0.0))  # |lifted key| = R for every key
         self.lifted = np.column_stack([self.shifted, lift])
         self.tree = cKDTree(self.lifted, balanced_tree=False)
+        self.own_top = None  # (m, k) top scorers of each key's own direction, set by witness_pass
 
     def top(self, directions, count):
         """Return the `count` keys with the highest scores along each unit direction, best first (exact scores).
@@ -112,13 +113,13 @@ def _own_directions(points, keys):
 
 
 def _seeds(tree, keys, width):
-    """The first working set of each key: the `width` other keys scoring highest along its own direction.
+    """Return the first working set of each key: the `width` other keys scoring highest along its own direction.
 
     On a sphere these are its nearest neighbours; for a key inside they are the keys beyond it, which a
     combination needs. Keys at the centre (no own direction) get their nearest lifted neighbours. Cached on
     the tree by :func:`witness_pass` for all keys.
     """
-    own = getattr(tree, "own_top", None)
+    own = tree.own_top
     if own is None:
         usable, directions = _own_directions(tree.shifted, keys)
         top = np.full((keys.size, width + 1), -1, dtype=np.intp)
