@@ -30,6 +30,7 @@ _VERTEX_SHARE = 0.25  # the path is taken when more than this share of the sampl
 _PROPOSED = 3  # keys the tree proposes per query (the best two, and one for ties in the lifted distances)
 _MAX_ADDED = 64  # keys a key's working set may gain before the LP decides it
 _MAX_TILTS = 10  # tilted directions per round in _between
+_COVER_SLACK = 1e-12  # relative slack of _covered against rounding (scores are rounded to ~1e-16 R)
 _LP_ROUNDS = 8  # LP rounds over a growing working set before the LP over all keys
 
 
@@ -47,12 +48,13 @@ class ScoreTree:
         self.lifted = np.column_stack([self.shifted, lift])
         self.tree = cKDTree(self.lifted, balanced_tree=False)
         self.own_top = None  # (m, k) top scorers of each key's own direction, set by witness_pass
+        self.own_floor = None  # (m,) and the lowest of their scores
 
     def top(self, directions, count):
-        """Return the `count` keys with the highest scores along each unit direction, best first (exact scores).
+        """Return the `count` + 1 keys with the highest scores along each unit direction, best first.
 
-        The tree proposes one key more than asked (for ties in the lifted distances); the proposals are ordered
-        by their scores recomputed from the keys.
+        The proposals of the tree are ordered by their scores recomputed from the keys (returned too, in
+        shifted coordinates); every key not returned scores at most the last score returned, up to rounding.
         """
         count = min(count + 1, self.points.shape[0])
         query = np.column_stack([self.radius * directions, np.zeros(directions.shape[0])])
@@ -60,7 +62,7 @@ class ScoreTree:
         proposed = proposed.reshape(directions.shape[0], count)
         scores = np.einsum("bd,bkd->bk", directions, self.shifted[proposed])
         order = np.argsort(-scores, axis=1, kind="stable")
-        return np.take_along_axis(proposed, order, axis=1)
+        return np.take_along_axis(proposed, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
     def best(self, directions, exclude):
         """Return the best key other than `exclude` along each unit direction, and its exact score.
@@ -116,26 +118,48 @@ def _seeds(tree, keys, width):
     """Return the first working set of each key: the `width` other keys scoring highest along its own direction.
 
     On a sphere these are its nearest neighbours; for a key inside they are the keys beyond it, which a
-    combination needs. Keys at the centre (no own direction) get their nearest lifted neighbours. Cached on
-    the tree by :func:`witness_pass` for all keys.
+    combination needs. Keys at the centre (no own direction) get their nearest lifted neighbours. Also returns
+    each key's own unit direction (shifted coordinates; zeros at the centre) and the score along it that no key
+    outside the set exceeds (up to rounding; inf at the centre), for :func:`_covered`. Cached on the tree by
+    :func:`witness_pass` for all keys.
     """
-    own = tree.own_top
-    if own is None:
-        usable, directions = _own_directions(tree.shifted, keys)
+    norms = np.linalg.norm(tree.shifted[keys], axis=1)
+    has_own = norms > 0
+    directions = np.zeros((keys.size, tree.shifted.shape[1]))
+    directions[has_own] = tree.shifted[keys[has_own]] / norms[has_own, None]
+    if tree.own_top is None:
         top = np.full((keys.size, width + 1), -1, dtype=np.intp)
-        top[np.isin(keys, usable)] = tree.top(directions, width)
+        floor = np.full(keys.size, np.inf)
+        top[has_own], scores = tree.top(directions[has_own], width)
+        floor[has_own] = scores[:, -1]
     else:
-        top = own[keys]
-    top = top[:, : width + 1]
+        top, floor = tree.own_top[keys], tree.own_floor[keys]
     seeds = np.empty((keys.size, width), dtype=np.intp)
-    has_own = top[:, 0] >= 0
     rows = top[has_own]
     keep = rows != keys[has_own, None]
     keep[keep.all(axis=1), -1] = False  # the key is not among its top scorers (another key wins its direction)
     seeds[has_own] = rows[keep].reshape(-1, width)
     if not has_own.all():
         seeds[~has_own] = tree.neighbours(keys[~has_own], width)
-    return seeds
+    return seeds, directions, floor
+
+
+def _covered(tree, own, directions, witnesses, margins, floor):
+    """Whether every key that would lower each witness's margin is in the key's first working set.
+
+    A key ``j`` lowers the margin of the unit witness ``w`` of key ``i`` only if ``w.s_j >= t = w.s_i - margin``
+    (``s`` the shifted keys, all within the radius ``R`` of the tree's centre). On that cap of the ball the
+    score along the key's own direction ``q`` is at least ``t c - sqrt(R^2 - t^2) sqrt(1 - c^2)``
+    (``c = q.w``); where this exceeds `floor` (the score along ``q`` that no key outside the first working set
+    exceeds), the margin over the working set is the margin over all keys and no tree query is needed.
+    """
+    radius = tree.radius
+    threshold = np.einsum("bd,bd->b", witnesses, tree.shifted[own]) - margins
+    cosine = np.einsum("bd,bd->b", directions, witnesses)
+    sine = np.linalg.norm(directions - cosine[:, None] * witnesses, axis=1)
+    half_chord = np.sqrt(np.maximum((radius - threshold) * (radius + threshold), 0.0))
+    lowest = threshold * cosine - half_chord * sine
+    return (lowest > floor + _COVER_SLACK * radius) & (threshold <= radius) & (cosine > 0)
 
 
 def most_keys_vertices(tree, tol):
@@ -162,13 +186,13 @@ def witness_pass(tree):
     m, dim = points.shape
     width = min(2 * dim + 2, m - 1)
     keys, directions = _own_directions(tree.shifted, np.arange(m))
-    top = tree.top(directions, width)
-    own_top = np.full((m, top.shape[1]), -1, dtype=np.intp)
-    own_top[keys] = top
-    tree.own_top = own_top
-    winner, runner_up = top[:, 0], top[:, 1]
-    scores = np.einsum("bd,bd->b", directions, tree.shifted[winner])
-    margins = scores - np.einsum("bd,bd->b", directions, tree.shifted[runner_up])
+    top, scores = tree.top(directions, width)
+    tree.own_top = np.full((m, top.shape[1]), -1, dtype=np.intp)
+    tree.own_top[keys] = top
+    tree.own_floor = np.full(m, np.inf)
+    tree.own_floor[keys] = scores[:, -1]
+    winner = top[:, 0]
+    margins = scores[:, 0] - scores[:, 1]
     best_margin = np.full(m, -np.inf)
     order = np.lexsort((-margins, winner))  # best margin first within each winner
     first = np.concatenate([[True], winner[order][1:] != winner[order][:-1]])
@@ -199,7 +223,7 @@ def decide_local(tree, keys, tol):
     decisions = Decisions.empty(keys.size, dim)
     pending = np.arange(keys.size)
     width = min(2 * dim + 2, m - 1)
-    candidates = _seeds(tree, keys, width)
+    candidates, own_directions, floor = _seeds(tree, keys, width)
     working = [None] * keys.size  # the working sets of the keys that the LP decides
     while pending.size:
         work = pending.size * candidates.shape[1] ** 2 * dim  # about the flops of the Wolfe runs
@@ -207,6 +231,9 @@ def decide_local(tree, keys, tol):
         st, dist, marg, direc, supp, wts, _ = kernel(points, keys[pending], candidates, low, high, max_major)
         st[st == kernels.NEED_POINT] = kernels.STALLED  # cannot happen: the checks ran over the working set
         witnessed = np.flatnonzero((st == kernels.SELECTABLE) | (st == kernels.CONVERGED))
+        covered = _covered(tree, keys[pending[witnessed]], own_directions[pending[witnessed]], direc[witnessed],
+                           marg[witnessed], floor[pending[witnessed]])
+        witnessed = witnessed[~covered]  # the others are final: their margins hold over all keys
         own = keys[pending[witnessed]]
         best, second, best_score, second_score = tree.best(direc[witnessed], own)
         own_score = np.einsum("bd,bd->b", direc[witnessed], tree.shifted[own])
@@ -269,7 +296,7 @@ def _between(tree, keys, witnesses, candidates):
         tilted = own + 4.0 ** -(j + 1) * witnesses
         tilted /= np.linalg.norm(tilted, axis=1)[:, None]
         top = tree.top(tilted, 1)
-        found[:, j] = np.where(top[:, 0] == keys, top[:, -1], top[:, 0])
+        found[:, j] = np.where(top[0][:, 0] == keys, top[0][:, -1], top[0][:, 0])
     return found
 
 
