@@ -49,6 +49,7 @@ class ScoreTree:
         self.tree = cKDTree(self.lifted, balanced_tree=False)
         self.own_top = None  # (m, k) top scorers of each key's own direction, set by witness_pass
         self.own_floor = None  # (m,) and the lowest of their scores
+        self.own_certifies = False  # whether most keys' own directions certify them (set by most_keys_vertices)
 
     def top(self, directions, count):
         """Return the `count` + 1 keys with the highest scores along each unit direction, best first.
@@ -127,7 +128,7 @@ def _seeds(tree, keys, width):
     has_own = norms > 0
     directions = np.zeros((keys.size, tree.shifted.shape[1]))
     directions[has_own] = tree.shifted[keys[has_own]] / norms[has_own, None]
-    if tree.own_top is None:
+    if tree.own_top is None or tree.own_top.shape[1] < width + 1:
         top = np.full((keys.size, width + 1), -1, dtype=np.intp)
         floor = np.full(keys.size, np.inf)
         top[has_own], scores = tree.top(directions[has_own], width)
@@ -167,10 +168,15 @@ def most_keys_vertices(tree, tol):
 
     Decided by :func:`decide_local`: the keys it finds certainly unselectable are the deep ones. (From about a
     quarter on, the engine's shared working set grows towards the many vertices and its checks scan all keys,
-    which costs more than per-key working sets do for the interior keys.)
+    which costs more than per-key working sets do for the interior keys.) Also records on the tree whether most
+    of the sample's own directions certify their keys (``own_certifies``), for :func:`witness_pass`.
     """
     m = tree.points.shape[0]
     sample = np.sort(np.random.default_rng(0).choice(m, min(_SAMPLE, m), replace=False))
+    keys, directions = _own_directions(tree.shifted, sample)
+    top, scores = tree.top(directions, 1)
+    certified = (top[:, 0] == keys) & (scores[:, 0] - scores[:, 1] > BORDERLINE_FACTOR * tol)
+    tree.own_certifies = np.count_nonzero(certified) > 0.5 * sample.size  # the witness pass needs no seeds
     decisions = decide_local(tree, sample, tol)
     return np.count_nonzero(decisions.status != kernels.UNSELECTABLE) > _VERTEX_SHARE * sample.size
 
@@ -179,12 +185,13 @@ def witness_pass(tree):
     """Score every key's own direction through the tree; return each key's best certified margin and direction.
 
     As the engine's witness scan: the strict argmax of each direction is certified by it, with margin
-    ``top - second`` (the direction is a unit vector). The top scorers of each key's own direction are kept
-    on the tree (``own_top``): they seed the key's working set in :func:`decide_local`.
+    ``top - second`` (the direction is a unit vector). Unless :func:`most_keys_vertices` found that most keys
+    certify themselves, the top ``2 dim + 2`` scorers of each key's own direction are kept on the tree
+    (``own_top``): they seed the key's working set in :func:`decide_local`.
     """
     points = tree.points
     m, dim = points.shape
-    width = min(2 * dim + 2, m - 1)
+    width = min(_PROPOSED - 1 if tree.own_certifies else 2 * dim + 2, m - 1)
     keys, directions = _own_directions(tree.shifted, np.arange(m))
     top, scores = tree.top(directions, width)
     tree.own_top = np.full((m, top.shape[1]), -1, dtype=np.intp)
