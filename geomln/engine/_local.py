@@ -15,6 +15,7 @@ are recomputed exactly from the keys, the tree only proposes which keys to score
 
 import numpy as np
 
+from .._jit import get_num_threads
 from . import _kernels as kernels
 from ._geometry import BORDERLINE_FACTOR, PARALLEL_WORK, Decisions, solve_with_lp, wolfe_limits
 
@@ -30,6 +31,7 @@ _VERTEX_SHARE = 0.25  # the path is taken when more than this share of the sampl
 _PROPOSED = 3  # keys the tree proposes per query (the best two, and one for ties in the lifted distances)
 _MAX_ADDED = 64  # keys a key's working set may gain before the LP decides it
 _MAX_TILTS = 10  # tilted directions per round in _between
+_PARALLEL_QUERIES = 4096  # tree queries from which a batch runs on numba's threads
 _COVER_SLACK = 1e-12  # relative slack of _covered against rounding (scores are rounded to ~1e-16 R)
 _LP_ROUNDS = 8  # LP rounds over a growing working set before the LP over all keys
 
@@ -59,7 +61,7 @@ class ScoreTree:
         """
         count = min(count + 1, self.points.shape[0])
         query = np.column_stack([self.radius * directions, np.zeros(directions.shape[0])])
-        _, proposed = self.tree.query(query, k=count)
+        _, proposed = self.tree.query(query, k=count, workers=_workers(query.shape[0]))
         proposed = proposed.reshape(directions.shape[0], count)
         scores = np.einsum("bd,bkd->bk", directions, self.shifted[proposed])
         order = np.argsort(-scores, axis=1, kind="stable")
@@ -81,7 +83,7 @@ class ScoreTree:
         best_score, second_score : ndarray, shape (b,)
         """
         query = np.column_stack([self.radius * directions, np.zeros(directions.shape[0])])
-        _, proposed = self.tree.query(query, k=min(_PROPOSED, self.points.shape[0]))
+        _, proposed = self.tree.query(query, k=min(_PROPOSED, self.points.shape[0]), workers=_workers(query.shape[0]))
         scores = np.einsum("bd,bkd->bk", directions, self.shifted[proposed])
         scores[proposed == exclude[:, None]] = -np.inf
         order = np.argsort(-scores, axis=1)[:, :2]
@@ -91,10 +93,15 @@ class ScoreTree:
 
     def neighbours(self, keys, count):
         """Return the `count` keys nearest to each of `keys` in the lifted space (the key itself left out)."""
-        _, near = self.tree.query(self.lifted[keys], k=count + 1)
+        _, near = self.tree.query(self.lifted[keys], k=count + 1, workers=_workers(keys.size))
         own = near == keys[:, None]
         own[~own.any(axis=1), -1] = True  # a key tied at distance 0 with another key may be listed after it
         return near[~own].reshape(keys.size, count)
+
+
+def _workers(queries):
+    """Threads for a batch of tree queries: numba's thread count for large batches (results do not depend on it)."""
+    return get_num_threads() if queries >= _PARALLEL_QUERIES else 1
 
 
 def _sphere_centre(points):
@@ -232,6 +239,7 @@ def decide_local(tree, keys, tol):
     width = min(2 * dim + 2, m - 1)
     candidates, own_directions, floor = _seeds(tree, keys, width)
     working = [None] * keys.size  # the working sets of the keys that the LP decides
+    beyond_added = np.zeros(keys.size, dtype=bool)  # whether a key's working set got the top scorers of a witness
     while pending.size:
         work = pending.size * candidates.shape[1] ** 2 * dim  # about the flops of the Wolfe runs
         kernel = kernels.distance_to_own_hulls if work > PARALLEL_WORK else kernels.distance_to_own_hulls_serial
@@ -241,6 +249,13 @@ def decide_local(tree, keys, tol):
         covered = _covered(tree, keys[pending[witnessed]], own_directions[pending[witnessed]], direc[witnessed],
                            marg[witnessed], floor[pending[witnessed]])
         witnessed = witnessed[~covered]  # the others are final: their margins hold over all keys
+        # a witness pointing away from the key's own direction separates a key inside from the keys beyond it:
+        # once per key, the top scorers along it join the working set (the far side), without a check
+        slots = pending[witnessed]
+        inward = ~beyond_added[slots] & (np.einsum("bd,bd->b", own_directions[slots], direc[witnessed]) < 0)
+        beyond = witnessed[inward]
+        beyond_added[pending[beyond]] = True
+        witnessed = witnessed[~inward]
         own = keys[pending[witnessed]]
         best, second, best_score, second_score = tree.best(direc[witnessed], own)
         own_score = np.einsum("bd,bd->b", direc[witnessed], tree.shifted[own])
@@ -254,6 +269,7 @@ def decide_local(tree, keys, tol):
         st[final[rounding]] = kernels.STALLED
         need = np.zeros(pending.size, dtype=bool)
         need[witnessed[need_witnessed]] = True
+        need[beyond] = True
         full = need & ((candidates >= 0).sum(axis=1) >= width + _MAX_ADDED)
         need &= ~full
         st[full] = kernels.STALLED
@@ -268,8 +284,17 @@ def decide_local(tree, keys, tol):
         decisions.support[slots, : supp.shape[1]], decisions.weights[slots, : wts.shape[1]] = supp[done], wts[done]
         for row in np.flatnonzero(done & (st == kernels.STALLED)):
             working[pending[row]] = candidates[row][candidates[row] >= 0]
-        added = np.column_stack([first_added[need], second_added[need],
-                                 _between(tree, keys[pending[need]], direc[need], candidates[need])])
+        tilts = np.zeros(pending.size, dtype=bool)
+        tilts[witnessed] = True
+        tilts = tilts[need]
+        far_side = np.full((pending.size, width + 1), -1, dtype=np.intp)
+        if beyond.size:
+            far_side[beyond] = tree.top(direc[beyond], width)[0]
+            far_side[beyond] = np.where(far_side[beyond] == keys[pending[beyond], None], -1, far_side[beyond])
+        between = np.full((tilts.size, _MAX_TILTS), -1, dtype=np.intp)
+        found = _between(tree, keys[pending[need][tilts]], direc[need][tilts], candidates[need][tilts])
+        between[tilts, : found.shape[1]] = found
+        added = np.column_stack([first_added[need], second_added[need], between, far_side[need]])
         candidates = _joined(candidates[need], added)
         pending = pending[need]
     for slot in np.flatnonzero(decisions.status == kernels.STALLED):
