@@ -158,8 +158,8 @@ def _covered(tree, own, directions, witnesses, margins, floor):
     A key ``j`` lowers the margin of the unit witness ``w`` of key ``i`` only if ``w.s_j >= t = w.s_i - margin``
     (``s`` the shifted keys, all within the radius ``R`` of the tree's centre). On that cap of the ball the
     score along the key's own direction ``q`` is at least ``t c - sqrt(R^2 - t^2) sqrt(1 - c^2)``
-    (``c = q.w``); where this exceeds `floor` (the score along ``q`` that no key outside the first working set
-    exceeds), the margin over the working set is the margin over all keys and no tree query is needed.
+    (``c = q.w``, where ``c R > -t``); where this exceeds `floor` (the score along ``q`` that no key outside the
+    first working set exceeds), the margin over the working set is the margin over all keys and no tree query is needed.
     """
     radius = tree.radius
     threshold = np.einsum("bd,bd->b", witnesses, tree.shifted[own]) - margins
@@ -167,7 +167,8 @@ def _covered(tree, own, directions, witnesses, margins, floor):
     sine = np.linalg.norm(directions - cosine[:, None] * witnesses, axis=1)
     half_chord = np.sqrt(np.maximum((radius - threshold) * (radius + threshold), 0.0))
     lowest = threshold * cosine - half_chord * sine
-    return (lowest > floor + _COVER_SLACK * radius) & (threshold <= radius) & (cosine > 0)
+    # the bound holds where the cap does not reach -R q (there the lowest score would be -R): c R > -t
+    return (lowest > floor + _COVER_SLACK * radius) & (threshold <= radius) & (cosine * radius > -threshold)
 
 
 def most_keys_vertices(tree, tol):
