@@ -53,7 +53,9 @@ class Case:
     std: float = 1.0
     bias: bool = False
     target: str = ""
-    shape: str = "gaussian"  # or "circle" (evenly spaced on the unit circle), "sphere" (uniform on the unit sphere)
+    shape: str = "gaussian"  # or "circle" (evenly spaced on the unit circle), "sphere" (uniform on the unit sphere),
+    # "circle_random" (random angles), "sphere_inside" (half on the sphere, half inside), "layer_norm" (LayerNorm'd
+    # Gaussian rows), "outliers" (Gaussian with 5 keys scaled by 1e6), "clusters" (10 clusters at scales 1e-6..1e2)
 
 
 def qhull_skip(n, d):
@@ -135,6 +137,16 @@ def make_cases(quick):
                 Case(f"{shape}_n{n}", n, d, {"a": skip_lp, "b": skip_lp, "c": "full", "d": skip_lp},
                      target="< 1 s", shape=shape)
             )
+    for shape, d, n in (("circle_random", 2, 100_000), ("sphere", 5, 100_000), ("sphere", 6, 100_000),
+                        ("sphere", 7, 100_000), ("sphere", 8, 10_000), ("sphere", 8, 100_000),
+                        ("sphere_inside", 5, 100_000), ("sphere_inside", 8, 100_000), ("layer_norm", 8, 100_000)):
+        qhull = "full" if d <= 5 else qhull_skip(n, d) or "skip: Qhull on 100,000 points of S^5 not tried here"
+        cases.append(Case(f"{shape}_d{d}_n{n}", n, d, {"a": skip_lp, "b": skip_lp, "c": qhull, "d": skip_lp},
+                          target="< 1 s" if d <= 4 else "< 10 s", shape=shape))
+    for shape, d in (("gaussian", 8), ("outliers", 5), ("clusters", 8)):
+        cases.append(Case(f"{shape}_d{d}_n100000", 100_000, d,
+                          {"a": "skip: hostile case", "b": "skip: hostile case", "c": qhull_skip(100_000, d) or "full",
+                           "d": "skip: hostile case"}, target="< 10 s", shape=shape))
     cases.append(
         Case(
             "softmax",
@@ -162,9 +174,25 @@ def case_data(case, set_index=0):
     if case.shape == "circle":  # every key a vertex, every margin 2 pi^2 / n^2 (borderline from n ~ 45,000)
         angles = 2 * np.pi * np.arange(case.n) / case.n
         return np.column_stack([np.cos(angles), np.sin(angles)]), None
+    if case.shape == "circle_random":  # half the keys lie within tol of the others' hull (tiny gaps)
+        angles = rng.uniform(0, 2 * np.pi, case.n)
+        return np.column_stack([np.cos(angles), np.sin(angles)]), None
     keys = case.std * rng.standard_normal((case.n, case.d))
-    if case.shape == "sphere":
+    if case.shape == "layer_norm":
+        import geomln
+
+        return np.asarray(geomln.layer_norm(keys)), None
+    if case.shape == "outliers":
+        keys[:5] *= 1e6
+    if case.shape == "clusters":
+        scales = 10.0 ** rng.integers(-6, 3, 10)
+        labels = rng.integers(0, 10, case.n)
+        keys = 100 * rng.standard_normal((10, case.d))[labels] + scales[labels, None] * keys
+    if case.shape in ("sphere", "sphere_inside"):
         keys /= np.linalg.norm(keys, axis=1)[:, None]
+    if case.shape == "sphere_inside":
+        half = case.n // 2
+        keys[half:] *= 0.9 * rng.uniform(0, 1, (case.n - half, 1)) ** (1 / case.d)
     bias = case.std * rng.standard_normal(case.n) if case.bias else None
     return keys, bias
 
@@ -291,6 +319,10 @@ def compare(case, set_index, letter, geo, res, disagreements):
 
     mine = geo.selectable_mask[res.indices]
     decided = np.array([int(key) not in res.no_verdict for key in res.indices], dtype=bool)
+    if letter == "c":  # Qhull has no tolerance: its vertices within 2 tol of the others' hull are not disagreements
+        within_tol = decided & ~mine & res.selectable_mask  # geomln's combinations (verified) reach them within 2 tol
+        res.details["within_tol"] = int(within_tol.sum())
+        decided &= ~within_tol
     differ = np.flatnonzero((mine != res.selectable_mask) & decided)
     failed = {key for key, _ in res.failures}
     for slot in differ:
@@ -413,6 +445,9 @@ def bench_case(case, args, letters, disagreements):
         else:
             row.how = "full" + (f", median over {case.baseline_sets} sets" if case.baseline_sets > 1 else "")
         row.agree = "yes" if n_differ == 0 else f"NO: {n_differ} of {n_checked}"
+        if res.details.get("within_tol"):
+            row.notes.append(f"{res.details['within_tol']} Qhull vertices lie within 2 tol of the others' hull "
+                             "(geomln: unselectable, combination verified), not compared")
         if n_failed:
             kinds = sorted({msg.split(":")[0] for msg in failure_messages})
             if letter == "b":
@@ -487,6 +522,12 @@ def targets(rows, cases):
                     None if r is None else r >= 1.0,
                 )
             )
+    for name, case in cases.items():  # issue 14: all-vertex and hostile cases
+        if name in geo and case.shape != "gaussian" or name == "gaussian_d8_n100000" and name in geo:
+            limit = float(case.target.split()[1])
+            qhull = by.get((name, "(c)"))
+            versus = "" if qhull is None or qhull.seconds is None else f" (Qhull {fmt_seconds(qhull.seconds)})"
+            out.append((f"{name}: {case.target}", fmt_seconds(geo[name].seconds) + versus, geo[name].seconds < limit))
     if "softmax" in geo:
         row = geo["softmax"]
         out.append(
@@ -574,7 +615,7 @@ def render(command, info, load, compile_times, rows, target_lines, disagreements
             f"| {r.case} | {r.method} | {fmt_seconds(r.seconds)} | {ratio} | {r.how} | {r.agree} | "
             f"{'; '.join(r.notes)} |"
         )
-    lines += ["", "## Targets (issue 3)", "", "| target | measured | met |", "|---|---|---|"]
+    lines += ["", "## Targets (issues 3 and 14)", "", "| target | measured | met |", "|---|---|---|"]
     for target, measured, met in target_lines:
         lines.append(f"| {target} | {measured} | {'-' if met is None else ('yes' if met else 'NO')} |")
     lines += ["", "## Disagreements", ""]
@@ -625,7 +666,8 @@ def parse_args(argv):
         "--cases",
         default=default_cases,
         help=f"comma-separated case names (default: {default_cases}; also: softmax, circle_n10000, circle_n100000, "
-        "sphere_n10000, sphere_n100000)",
+        "sphere_n10000, sphere_n100000 and the all-vertex and hostile cases of issue 14, e.g. sphere_d8_n100000, "
+        "sphere_inside_d5_n100000, outliers_d5_n100000; see make_cases)",
     )
     parser.add_argument(
         "--repeats", type=int, default=5, help="timed geomln calls per case after the first (default 5)"

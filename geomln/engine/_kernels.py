@@ -461,29 +461,36 @@ def distance_to_hull_batch(points, keys, n, has_ray, cand_ids, cand_t, cand_norm
 
 
 @jit
-def _decide_own(points, key, candidates, ids, low, high, max_major, row, out):
+def _decide_own(points, key, candidates, low, high, max_major, row, out):
     """Decide one key against its own working set ``points[candidates]`` (see :func:`distance_to_own_hulls`)."""
-    width = candidates.shape[0]
+    width = 0
+    for c in range(candidates.shape[0]):
+        width += candidates[c] >= 0
+    used = np.empty(width, dtype=np.intp)  # the row's ids without its -1 padding
     local = np.empty((width + 1, points.shape[1]))  # the working set, then the key (local id `width`, no candidate)
-    for c in range(width):
-        local[c] = points[candidates[c]]
+    width = 0
+    for c in range(candidates.shape[0]):
+        if candidates[c] >= 0:
+            used[width] = candidates[c]
+            local[width] = points[candidates[c]]
+            width += 1
     local[width] = points[key]
     local_t = np.ascontiguousarray(local[:width].T)
     norm2 = (local[:width] * local[:width]).sum(axis=1)
-    _decide_key(local, width, width + 1, False, ids, local_t, norm2, local_t, low, high, max_major, row, out)
+    _decide_key(local, width, width + 1, False, np.arange(width), local_t, norm2, local_t, low, high, max_major, row,
+                out)
     support = out[4]
     for k in range(support.shape[1]):
         if support[row, k] >= 0:
-            support[row, k] = candidates[support[row, k]]
+            support[row, k] = used[support[row, k]]
 
 
 @jit
 def distance_to_own_hulls_serial(points, keys, candidates, low, high, max_major):
     """Run :func:`distance_to_own_hulls` serially, for small batches (no thread start-up cost)."""
     out = _allocate_decisions(keys.shape[0], points.shape[1])
-    ids = np.arange(candidates.shape[1])
     for row in range(keys.shape[0]):
-        _decide_own(points, keys[row], candidates[row], ids, low, high, max_major, row, out)
+        _decide_own(points, keys[row], candidates[row], low, high, max_major, row, out)
     return out
 
 
@@ -491,15 +498,14 @@ def distance_to_own_hulls_serial(points, keys, candidates, low, high, max_major)
 def distance_to_own_hulls(points, keys, candidates, low, high, max_major):
     """Decide each key as :func:`distance_to_hull_batch` does, against its own row of `candidates` only.
 
-    Row ``r`` of `candidates` (b, width) lists the ids of key ``keys[r]``'s working set (other keys); the
-    statuses and margins are relative to that set (so NEED_POINT does not occur: Wolfe's stopping rules
-    were met over the same sites), and the caller checks each witness against all keys. Support ids are ids
-    of rows of `points`.
+    Row ``r`` of `candidates` (b, width) lists the ids of key ``keys[r]``'s working set (other keys, padded
+    with -1 anywhere; at least one id per row); the statuses and margins are relative to that set (so
+    NEED_POINT does not occur: Wolfe's stopping rules were met over the same sites), and the caller checks
+    each witness against all keys. Support ids are ids of rows of `points`.
     """
     out = _allocate_decisions(keys.shape[0], points.shape[1])
-    ids = np.arange(candidates.shape[1])
     for row in prange(keys.shape[0]):
-        _decide_own(points, keys[row], candidates[row], ids, low, high, max_major, row, out)
+        _decide_own(points, keys[row], candidates[row], low, high, max_major, row, out)
     return out
 
 

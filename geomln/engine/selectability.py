@@ -341,7 +341,7 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     ``d <= 4`` dimensions, the keys strictly inside polytopes spanned by extreme keys are first certified in
     a few linear passes (fan triangulations, see ``geomln/engine/_lowdim.py``) and only the rest go through the
     steps above; the verdicts are the same. Without a bias, from 4,096 keys spanning at most 8 dimensions of which
-    most lie farther than ``tol / 10`` from the others' hull (circles, spheres), a k-d tree proposes the top
+    over a quarter lie farther than ``tol / 10`` from the others' hull (spheres), a k-d tree proposes the top
     scores of the scan and the checks, and each key gets its own working set (``geomln/engine/_local.py``):
     ``O(n log n)`` instead of ``O(n^2 d)``, with the same rules.
 
