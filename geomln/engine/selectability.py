@@ -14,6 +14,7 @@ from ..errors import InputError
 from . import _kernels as kernels
 from . import _local as local
 from . import _lowdim as lowdim
+from . import _own_sets as own_sets
 from ._combinations import Combinations, packed_combinations
 from ._geometry import (
     BORDERLINE_FACTOR,
@@ -36,6 +37,8 @@ _BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (
 _SCAN_SAMPLE = 2048  # keys whose directions are scanned first (all of them when most certify themselves)
 _FUSED_SCAN_DIM = 32  # up to this dimension the scan runs in numba, above it as BLAS products
 _BATCH_MAX_KEYS = 256  # count_unselectable: larger sets go through the engine one by one
+_TREE_PROBE = 64  # keys whose own directions are scanned before the score tree is considered
+_TREE_OWN_WINS = 0.25  # the score tree is considered only where at least this fraction of them win their own
 
 
 def default_tol(values):
@@ -401,7 +404,8 @@ def _decide_all(lifted, m, tol, has_bias, method):
         undecided = np.arange(m)
         seeds = np.empty(0, dtype=np.intp)
         tree = None
-        if method != "lp" and not has_bias and m >= local.MIN_KEYS and lifted.shape[1] <= local.MAX_DIM:
+        if (method != "lp" and not has_bias and m >= local.MIN_KEYS and lifted.shape[1] <= local.MAX_DIM
+                and _own_win_fraction(lifted) >= _TREE_OWN_WINS):
             tree = local.ScoreTree(lifted)
             tree = tree if local.most_keys_vertices(tree, tol) else None
         if method != "lp":
@@ -414,7 +418,9 @@ def _decide_all(lifted, m, tol, has_bias, method):
             undecided = np.flatnonzero(~certain)
             seeds = np.flatnonzero(certain)
         if undecided.size:
-            if tree is None:
+            if tree is None and method != "lp" and not has_bias:
+                decisions = _decide_with_own_sets(lifted, m, undecided, seeds, tol, method)
+            elif tree is None:
                 decisions = _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method)
             else:
                 decisions = local.decide_local(tree, undecided, tol)
@@ -424,6 +430,21 @@ def _decide_all(lifted, m, tol, has_bias, method):
             margins[undecided[selectable]] = decisions.margin[selectable]
             directions[undecided[selectable]] = decisions.direction[selectable]
     return verdict, borderline, margins, directions, undecided, decisions
+
+
+def _own_win_fraction(lifted):
+    """Fraction of a fixed sample of keys that are the argmax along their own direction (a cheap probe).
+
+    On circles and spheres every key wins its own direction; where few do, most keys are interior and the
+    score tree's probe (:func:`local.most_keys_vertices`, which decides a sample of keys) would cost seconds
+    for nothing.
+    """
+    m = lifted.shape[0]
+    sample = np.sort(np.random.default_rng(0).choice(m, min(_TREE_PROBE, m), replace=False))
+    norms = np.linalg.norm(lifted, axis=1)
+    norms[norms == 0] = np.inf
+    best_margin, best_direction = np.full(m, -np.inf), np.zeros(m, dtype=np.intp)
+    return float(_scan_rows(lifted, norms, sample, best_margin, best_direction).mean())
 
 
 def _selectable_low_dimension(points, tol):
@@ -497,6 +518,17 @@ def count_unselectable(key_sets, tol):
     for unsettled in np.flatnonzero(~settled):
         counts[unsettled] = selectable_keys(key_sets[unsettled], tol=tol).n_unselectable
     return counts
+
+
+def _decide_with_own_sets(lifted, m, undecided, seeds, tol, method):
+    """Settle what small per-key working sets can (see ``_own_sets.py``), the rest by the general loop."""
+    decisions, settled, violators = own_sets.settle_with_own_sets(lifted, undecided, seeds, tol)
+    rest = np.flatnonzero(~settled)
+    if rest.size:
+        general = _decide_keys(lifted, m, undecided[rest], np.union1d(seeds, violators), tol, False, method)
+        for name in ("status", "distance", "margin", "direction", "support", "weights"):
+            getattr(decisions, name)[rest] = getattr(general, name)
+    return decisions
 
 
 def _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method):
