@@ -37,6 +37,9 @@ _BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (
 _SCAN_SAMPLE = 2048  # keys whose directions are scanned first (all of them when most certify themselves)
 _FUSED_SCAN_DIM = 32  # up to this dimension the scan runs in numba, above it as BLAS products
 _BATCH_MAX_KEYS = 256  # count_unselectable: larger sets go through the engine one by one
+_WHITEN_RATIO = 4.0  # keys are whitened where their spreads along the principal axes differ by more than this
+_WHITEN_MAX_RATIO = 1e4  # and by at most this (beyond it the certificates' rounding would grow)
+_WHITEN_MIN_KEYS = 64  # small sets gain nothing from it
 _TREE_PROBE = 64  # keys whose own directions are scanned before the score tree is considered
 _TREE_OWN_WINS = 0.25  # the score tree is considered only where at least this fraction of them win their own
 
@@ -381,7 +384,11 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     frame = affine_frame(unique, tol)
     lifted, bias_scale = _lift(frame, unique_bias)
     has_bias = bias is not None
-    outcome = _decide_all(lifted, unique.shape[0], tol, has_bias, method)
+    gains = None if has_bias or method == "lp" else _whitening_gains(lifted, tol)
+    if gains is None:
+        outcome = _decide_all(lifted, unique.shape[0], tol, has_bias, method)
+    else:
+        outcome = _decide_whitened(lifted, unique.shape[0], tol, method, gains)
     return _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, *outcome, tol, method)
 
 
@@ -430,6 +437,79 @@ def _decide_all(lifted, m, tol, has_bias, method):
             margins[undecided[selectable]] = decisions.margin[selectable]
             directions[undecided[selectable]] = decisions.direction[selectable]
     return verdict, borderline, margins, directions, undecided, decisions
+
+
+def _whitening_gains(coords, tol):
+    """Per-axis gains that whiten the normalized keys (principal axes), or None where they are nearly round.
+
+    The gains are scaled so that the whitened keys have radius 1; None unless the spreads along the axes differ
+    by more than a factor 4 and at most 1e4 (the whitened tolerance ``tol * min(gains)`` stays >= 1e-13).
+    """
+    m, dim = coords.shape
+    if dim < 2 or m < _WHITEN_MIN_KEYS:
+        return None
+    spread = np.sqrt((coords * coords).mean(axis=0))
+    if not spread.min() > 0 or not _WHITEN_RATIO < spread.max() / spread.min() <= _WHITEN_MAX_RATIO:
+        return None
+    gains = spread.max() / spread
+    gains /= np.linalg.norm(coords * gains, axis=1).max()
+    return gains if tol * gains.min() >= 1e-13 else None
+
+
+def _decide_whitened(lifted, m, tol, method, gains):
+    """:func:`_decide_all` run on the whitened keys, every certificate rechecked here (bias-free keys).
+
+    Whitening is affine, so the vertices and the convex weights are the same; it only makes the keys' own
+    directions good witnesses and Wolfe's corrals well conditioned. A whitened witness ``u`` scores the keys as
+    the direction ``gains * u`` does here, so its margin here is the whitened margin divided by
+    ``|gains * u|``; a combination's residual is recomputed from these keys. The whitened run uses the tolerance
+    ``tol * min(gains)``, so that its combinations within a tenth of it are within ``tol / 10`` here. Keys whose
+    rechecked certificate misses the engine's certain thresholds (``10 tol`` margin, ``tol / 10`` residual) or
+    that were borderline there are decided again here by the engine's loop, seeded with the certified vertices.
+    """
+    low, high, _ = wolfe_limits(tol, lifted.shape[1])
+    whitened = np.ascontiguousarray(lifted * gains)
+    verdict_w, borderline_w, margins_w, directions_w, undecided_w, decisions_w = _decide_all(
+        whitened, m, tol * float(gains.min()), False, method)
+    verdict = np.zeros(m, dtype=bool)
+    margins = np.full(m, np.nan)
+    directions = np.zeros_like(lifted)
+    chosen = np.flatnonzero(verdict_w & ~borderline_w)
+    mapped = directions_w[chosen] * gains
+    length = np.linalg.norm(mapped, axis=1)
+    margin = margins_w[chosen] / length
+    good = margin > high
+    certain = chosen[good]
+    verdict[certain] = True
+    margins[certain] = margin[good]
+    directions[certain] = mapped[good] / length[good, None]
+    slot_of = np.full(m, -1, dtype=np.intp)
+    slot_of[undecided_w] = np.arange(undecided_w.size)
+    inside = np.flatnonzero(~verdict_w & ~borderline_w)
+    slots = slot_of[inside]
+    support, weights = decisions_w.support[slots], decisions_w.weights[slots]
+    used = support >= 0
+    residual = np.einsum("kj,kjd->kd", np.where(used, weights, 0.0), lifted[np.where(used, support, 0)])
+    residual = np.linalg.norm(residual - lifted[inside], axis=1)
+    firm = (decisions_w.status[slots] == kernels.UNSELECTABLE) & (residual <= low)
+    interior, interior_slots = inside[firm], slots[firm]
+    rest = np.setdiff1d(np.arange(m), np.concatenate([certain, interior]))
+    decisions = Decisions.empty(interior.size + rest.size, lifted.shape[1])
+    decisions.status[: interior.size] = kernels.UNSELECTABLE
+    decisions.distance[: interior.size] = residual[firm]
+    decisions.support[: interior.size], decisions.weights[: interior.size] = (
+        decisions_w.support[interior_slots], decisions_w.weights[interior_slots])
+    borderline = np.zeros(m, dtype=bool)
+    if rest.size:
+        again = _decide_with_own_sets(lifted, m, rest, certain, tol, method)
+        for name in ("status", "distance", "margin", "direction", "support", "weights"):
+            getattr(decisions, name)[interior.size:] = getattr(again, name)
+        selectable = (again.status != kernels.UNSELECTABLE) & (again.margin > tol)
+        verdict[rest] = selectable
+        borderline[rest] = again.status == kernels.CONVERGED
+        margins[rest[selectable]] = again.margin[selectable]
+        directions[rest[selectable]] = again.direction[selectable]
+    return verdict, borderline, margins, directions, np.concatenate([interior, rest]), decisions
 
 
 def _own_win_fraction(lifted):
