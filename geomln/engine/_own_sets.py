@@ -18,9 +18,13 @@ from . import _kernels as kernels
 from . import _scan_kernels as scan_kernels
 from ._geometry import PARALLEL_WORK, Decisions, wolfe_limits
 
-__all__ = ["settle_with_own_sets"]
+__all__ = ["MIN_KEYS", "settle_with_own_sets"]
 
-ROUNDS = 0  # per-key Clarkson rounds before a key is left to the general loop
+#: the engine uses own sets from this many keys on (below it the shared working set is cheap enough)
+MIN_KEYS = 5000
+
+ROUNDS = 3  # per-key Clarkson rounds before a key is left to the general loop
+_POOL = 4096  # seeds the sets are drawn from, at most
 _MIN_SEEDS_PER_DIM = 4  # below this many seeds per dimension the sets would be the seeds themselves
 
 
@@ -30,6 +34,8 @@ def _own_sets(points, keys, seeds):
     seed_points = points[seeds]
     base = np.unique(np.concatenate([seeds[np.argmax(seed_points, axis=0)], seeds[np.argmin(seed_points, axis=0)]]))
     others = np.setdiff1d(seeds, base)
+    if others.size > _POOL:  # a fixed random subset: plenty for the sets, and the selection stays cheap
+        others = np.sort(np.random.default_rng(0).choice(others, _POOL, replace=False))
     width = min(others.size, 2 * dim + 2)
     directions = points[keys].copy()
     norms = np.linalg.norm(directions, axis=1)
@@ -38,6 +44,14 @@ def _own_sets(points, keys, seeds):
     directions /= norms[:, None]
     near = scan_kernels.top_columns(np.ascontiguousarray(directions), np.ascontiguousarray(points[others].T), width)
     return np.ascontiguousarray(np.column_stack([others[near], np.broadcast_to(base, (keys.size, base.size))]))
+
+
+def _best_other(points, directions, keys):
+    """The best point other than each key along its direction, that point's score and the key's own score."""
+    top_at, top, second, second_at = scan_kernels.tiled_top_two(points, directions)
+    own = top_at == keys
+    return (np.where(own, second_at, top_at), np.where(own, second, top),
+            np.einsum("bd,bd->b", directions, points[keys]))
 
 
 def settle_with_own_sets(points, keys, seeds, tol):
@@ -69,24 +83,16 @@ def settle_with_own_sets(points, keys, seeds, tol):
     seeds = np.unique(seeds)
     if keys.size == 0 or seeds.size < _MIN_SEEDS_PER_DIM * (dim + 1):
         return decisions, settled, np.empty(0, dtype=np.intp)
-    points_t = np.ascontiguousarray(points.T)
     candidates = _own_sets(points, keys, seeds)
     pending = np.arange(keys.size)
     found = []
-    for _ in range(max(ROUNDS, 1)):
+    for _ in range(ROUNDS):
         work = pending.size * candidates.shape[1] ** 2 * dim  # about the flops of the Wolfe runs
         kernel = kernels.distance_to_own_hulls if work > PARALLEL_WORK else kernels.distance_to_own_hulls_serial
         st, dist, marg, direc, supp, wts, _ = kernel(points, keys[pending], candidates, low, high, max_major)
         done = st == kernels.UNSELECTABLE
-        if not ROUNDS:
-            slots = pending[done]
-            settled[slots] = True
-            decisions.status[slots], decisions.distance[slots] = st[done], dist[done]
-            decisions.support[slots, : supp.shape[1]], decisions.weights[slots, : wts.shape[1]] = supp[done], wts[done]
-            break
         witnessed = np.flatnonzero((st == kernels.SELECTABLE) | (st == kernels.CONVERGED))
-        best, best_score, own_score = scan_kernels.best_other(np.ascontiguousarray(direc[witnessed]), points_t,
-                                                               keys[pending[witnessed]])
+        best, best_score, own_score = _best_other(points, direc[witnessed], keys[pending[witnessed]])
         margin = np.minimum(own_score - best_score, marg[witnessed])
         certain = (st[witnessed] == kernels.SELECTABLE) & (margin > high)
         done[witnessed[certain]] = True

@@ -1,4 +1,4 @@
-"""Numba kernels that score many directions against a point set: the best columns per row, the best other key.
+"""Numba kernels that score many directions against a point set: the best columns per row, running top two.
 
 Inputs are finite, C-contiguous float64 arrays in normalized coordinates; indices are ``np.intp``. Scores are
 computed a block of columns at a time into a small workspace along contiguous memory (the inner loop
@@ -74,37 +74,53 @@ def top_columns(directions, columns_t, width):
 
 
 @jit
-def _best_other_row(points_t, direction, skip, block):
-    """Index and score of the best column other than `skip` along `direction`, and the score of `skip`."""
-    count = points_t.shape[1]
-    top, top_at, own = -np.inf, -1, -np.inf
-    for begin in range(0, count, _BLOCK):
-        size = min(count - begin, _BLOCK)
-        scores = _block_scores(points_t, direction, begin, size, block)
-        if begin <= skip < begin + size:
-            own = scores[skip - begin]
-            scores[skip - begin] = -np.inf
-        for c in range(size):
-            if scores[c] > top:
-                top = scores[c]
-                top_at = begin + c
-    return top_at, top, own
+def fold_top_two(tile, first_key, top, second, top_at, second_at):
+    """Fold a tile of scores into running top-two values per direction.
 
-
-@parallel_jit
-def best_other(directions, points_t, keys):
-    """For each row r of `directions` (b, dim): the best point other than ``keys[r]`` and both scores.
-
-    `points_t` (dim, n) holds the points as columns. Returns ``(best, best_score, own_score)``: the index of the
-    highest-scoring point other than ``keys[r]``, its score ``directions[r] . p``, and ``directions[r] . p_key``.
+    ``tile[k, r]`` (keys, directions) is the score of key ``first_key + k`` along direction r; `top`, `second`,
+    `top_at` and `second_at` (one slot per direction) receive the largest score, the second largest and their
+    keys. Ties keep the earlier key, as a scan in key order does. Branch-free over the directions, so the inner
+    loop vectorises.
     """
-    count = directions.shape[0]
-    best = np.empty(count, dtype=np.intp)
-    best_score = np.empty(count)
-    own_score = np.empty(count)
-    chunks = (count + _CHUNK - 1) // _CHUNK
-    for chunk in prange(chunks):
-        block = np.empty(_BLOCK)
-        for r in range(chunk * _CHUNK, min(count, (chunk + 1) * _CHUNK)):
-            best[r], best_score[r], own_score[r] = _best_other_row(points_t, directions[r], keys[r], block)
-    return best, best_score, own_score
+    keys, count = tile.shape
+    for k in range(keys):
+        key = first_key + k
+        scores = tile[k]
+        for r in range(count):
+            value = scores[r]
+            best = top[r]
+            beats_second = value > second[r]
+            second_at[r] = top_at[r] if value > best else (key if beats_second else second_at[r])
+            second[r] = max(second[r], min(value, best))
+            top_at[r] = key if value > best else top_at[r]
+            top[r] = max(best, value)
+
+
+TILE_KEYS = 2048  # keys per tile of tiled_top_two (a 4 MiB tile with TILE_QUERIES)
+TILE_QUERIES = 256  # query directions per tile
+
+
+def tiled_top_two(points, queries):
+    """The two best rows of `points` (m, dim) along each row of `queries` (b, dim), a BLAS tile at a time.
+
+    Each tile ``points[keys] @ queries[chunk].T`` (at most TILE_KEYS x TILE_QUERIES) is folded into running
+    top-two scores by :func:`fold_top_two`; no score matrix is stored. Returns ``(top_at, top, second,
+    second_at)`` (intp, float, float, intp arrays of length b).
+    """
+    count = queries.shape[0]
+    top, second = np.full(count, -np.inf), np.full(count, -np.inf)
+    top_at, second_at = np.full(count, -1, dtype=np.intp), np.full(count, -1, dtype=np.intp)
+    tile = np.empty((TILE_KEYS, min(count, TILE_QUERIES)))
+    for begin in range(0, count, TILE_QUERIES):
+        end = min(count, begin + TILE_QUERIES)
+        queries_t = np.ascontiguousarray(queries[begin:end].T)
+        for first in range(0, points.shape[0], TILE_KEYS):
+            keys = points[first:first + TILE_KEYS]
+            scores = tile[: keys.shape[0], : end - begin]
+            if end - begin < tile.shape[1]:
+                scores = np.empty((keys.shape[0], end - begin))
+            np.dot(keys, queries_t, out=scores)
+            scan_slots = slice(begin, end)
+            fold_top_two(scores, first, top[scan_slots], second[scan_slots], top_at[scan_slots],
+                         second_at[scan_slots])
+    return top_at, top, second, second_at

@@ -15,6 +15,7 @@ from . import _kernels as kernels
 from . import _local as local
 from . import _lowdim as lowdim
 from . import _own_sets as own_sets
+from . import _scan_kernels as scan_kernels
 from ._combinations import Combinations, packed_combinations
 from ._geometry import (
     BORDERLINE_FACTOR,
@@ -35,7 +36,7 @@ MAX_TOL = 1.0  # at tol >= 1 every key would be within tol of the others' hull: 
 _DEFAULT_TOL = {"float64": 1e-9, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
 _BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (64 MiB)
 _SCAN_SAMPLE = 2048  # keys whose directions are scanned first (all of them when most certify themselves)
-_FUSED_SCAN_DIM = 32  # up to this dimension the scan runs in numba, above it as BLAS products
+_FULL_SCAN_OWN_WINS = 0.2  # the scan goes on over all keys where more of the sample win their own direction
 _BATCH_MAX_KEYS = 256  # count_unselectable: larger sets go through the engine one by one
 _WHITEN_RATIO = 4.0  # keys are whitened where their spreads along the principal axes differ by more than this
 _WHITEN_MAX_RATIO = 1e4  # and by at most this (beyond it the certificates' rounding would grow)
@@ -193,10 +194,12 @@ def _witness_scan(lifted, n, has_bias):
     selectable with a large enough query whatever the bias (see :func:`_bias_witnesses`). The strict argmax
     of every direction is certified by that direction.
 
-    The scan costs ``O(rows * n * d)``. It starts with a fixed sample of ``min(2048, 32 d^2)`` keys and
-    goes on over all keys only when most sampled keys certified themselves (most keys are vertices, as in
-    high dimension); otherwise most keys are interior, the sample's winners seed the working set, and the
-    interior keys are settled far more cheaply by Wolfe's algorithm than by an ``n x n`` scan.
+    The scan costs ``O(rows * n * d)``, as BLAS products a tile at a time. It starts with a fixed sample of
+    ``min(2048, 32 d^2)`` keys and goes on over all keys when more than a fifth of the sampled keys won their
+    own direction (many keys are vertices, as in moderate and high dimension: each is then certified by one
+    scan row, where Clarkson's loop would spend several); otherwise most keys are interior, the sample's
+    winners seed the working sets, and the interior keys are settled far more cheaply by Wolfe's algorithm
+    than by an ``n x n`` scan.
     """
     directions = lifted[:, :-1] if has_bias else lifted  # a view: the bias weight of every direction is 0
     norms = np.linalg.norm(directions, axis=1)
@@ -209,7 +212,7 @@ def _witness_scan(lifted, n, has_bias):
     else:
         sample = np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False))
         own = _scan_rows(directions, norms, sample, best_margin, best_direction)
-        if own.mean() > 0.5:
+        if own.mean() > _FULL_SCAN_OWN_WINS:
             rest = np.setdiff1d(np.arange(n), sample)
             _scan_rows(directions, norms, rest, best_margin, best_direction)
     unit = np.zeros((n, lifted.shape[1]))
@@ -221,23 +224,21 @@ def _scan_rows(directions, norms, rows_to_scan, best_margin, best_direction):
     """Scan the directions of `rows_to_scan` blockwise, updating the best margins; return own-win flags.
 
     Scores are ``directions @ directions.T``: a direction scores key ``j`` by its (bias-free) coordinates.
+    Small scans run fused in numba; larger ones as BLAS tiles (``_scan_kernels.tiled_top_two``).
     """
     n, dim = directions.shape
-    fused = dim <= _FUSED_SCAN_DIM
-    if fused:
-        directions = np.ascontiguousarray(directions)
+    small = rows_to_scan.size * n * dim <= PARALLEL_WORK
+    directions = np.ascontiguousarray(directions)
+    if small:
         directions_t = np.ascontiguousarray(directions.T)
     own_win = np.zeros(rows_to_scan.size, dtype=bool)
-    block = max(1, _BLOCK_ENTRIES // n)
+    block = rows_to_scan.size if small else scan_kernels.TILE_QUERIES
     for start in range(0, rows_to_scan.size, block):
         rows = rows_to_scan[start:start + block]
-        if fused:
-            parallel = rows.size * n * dim > PARALLEL_WORK
-            scan = kernels.scan_top_two if parallel else kernels.scan_top_two_serial
-            winner, top, second = scan(directions, directions_t, rows)
+        if small:
+            winner, top, second = kernels.scan_top_two_serial(directions, directions_t, rows)
         else:
-            scores = np.ascontiguousarray(directions[rows] @ directions.T)
-            winner, top, second = kernels.top_two(scores, rows, False)
+            winner, top, second, _ = scan_kernels.tiled_top_two(directions, directions[rows])
         margins = (top - second) / norms[rows]
         own_win[start:start + rows.size] = winner == rows
         order = np.lexsort((-margins, winner))  # best margin first within each winner
@@ -602,6 +603,8 @@ def count_unselectable(key_sets, tol):
 
 def _decide_with_own_sets(lifted, m, undecided, seeds, tol, method):
     """Settle what small per-key working sets can (see ``_own_sets.py``), the rest by the general loop."""
+    if m < own_sets.MIN_KEYS:
+        return _decide_keys(lifted, m, undecided, seeds, tol, False, method)
     decisions, settled, violators = own_sets.settle_with_own_sets(lifted, undecided, seeds, tol)
     rest = np.flatnonzero(~settled)
     if rest.size:

@@ -47,31 +47,31 @@ def test_top_columns_are_the_highest_scores(rng, count, width):
     np.testing.assert_allclose(np.sort(chosen, axis=1), np.sort(scores, axis=1)[:, -width:], rtol=0, atol=1e-12)
 
 
-def test_best_other_skips_the_key(rng):
-    points = rng.standard_normal((1500, 4))
-    keys = rng.integers(0, 1500, size=50).astype(np.intp)
-    directions = points[keys].copy()  # the key itself would often be the best: it must be skipped
-    best, best_score, own_score = scan_kernels.best_other(directions, np.ascontiguousarray(points.T), keys)
-    scores = directions @ points.T
-    np.testing.assert_allclose(own_score, scores[np.arange(50), keys], rtol=0, atol=1e-12)
-    scores[np.arange(50), keys] = -np.inf
-    np.testing.assert_array_equal(best, scores.argmax(axis=1))
-    np.testing.assert_allclose(best_score, scores.max(axis=1), rtol=0, atol=1e-12)
+@pytest.mark.parametrize("m, b", [(5000, 300), (700, 5), (3, 2)])
+def test_tiled_top_two_matches_numpy(rng, m, b):
+    points = rng.standard_normal((m, 6))
+    queries = rng.standard_normal((b, 6))
+    points[1] = points[0]  # a tie: the earlier key wins
+    top_at, top, second, second_at = scan_kernels.tiled_top_two(points, queries)
+    scores = queries @ points.T
+    order = np.argsort(-scores, axis=1, kind="stable")
+    np.testing.assert_array_equal(top_at, order[:, 0])
+    np.testing.assert_array_equal(second_at, order[:, 1])
+    np.testing.assert_allclose(top, scores.max(axis=1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(second, np.sort(scores, axis=1)[:, -2], rtol=0, atol=1e-12)
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2")
-def test_scan_kernels_give_identical_results_on_one_and_two_threads(rng):
+def test_top_columns_gives_identical_results_on_one_and_two_threads(rng):
     points = rng.standard_normal((3000, 6))
     points_t = np.ascontiguousarray(points.T)
-    keys = np.arange(0, 3000, 7, dtype=np.intp)
-    directions = np.ascontiguousarray(rng.standard_normal((keys.size, 6)))
+    directions = np.ascontiguousarray(rng.standard_normal((500, 6)))
     before = numba.get_num_threads()
     outputs = []
     try:
         for threads in (1, 2):
             numba.set_num_threads(threads)
-            outputs.append((scan_kernels.top_columns(directions, points_t, 17),
-                            *scan_kernels.best_other(directions, points_t, keys)))
+            outputs.append((scan_kernels.top_columns(directions, points_t, 17),))
     finally:
         numba.set_num_threads(before)
     for one, two in zip(*outputs, strict=True):
@@ -86,6 +86,7 @@ def test_scan_kernels_give_identical_results_on_one_and_two_threads(rng):
 @pytest.mark.parametrize("n, d", [(3000, 3), (3000, 6), (2000, 10)])
 def test_own_sets_match_the_general_path_and_qhull(rng, monkeypatch, n, d):
     keys = rng.standard_normal((n, d))
+    monkeypatch.setattr(own_sets, "MIN_KEYS", 100)
     fast = selectable_keys(keys)
     assert certificate_failures(keys, fast) == {}
     _assert_same_firm_verdicts(fast, _general(keys, monkeypatch))
@@ -102,10 +103,16 @@ def test_own_sets_settle_most_interior_keys(rng):
     keys = np.setdiff1d(np.arange(4000), outer)
     decisions, settled, _ = own_sets.settle_with_own_sets(points, keys, outer, 1e-9)
     assert settled.mean() > 0.5
-    for slot in np.flatnonzero(settled):
+    inside = decisions.status == own_sets.kernels.UNSELECTABLE
+    assert inside[settled].mean() > 0.5
+    for slot in np.flatnonzero(settled & inside):
         ids, weights = decisions.combination(slot)
         assert keys[slot] not in ids and (weights >= 0).all() and abs(weights.sum() - 1) < 1e-12
         assert np.linalg.norm(weights @ points[ids] - points[keys[slot]]) <= 1e-10
+    for slot in np.flatnonzero(settled & ~inside):  # selectable: the witness beats every other point by > 10 tol
+        assert decisions.status[slot] == own_sets.kernels.SELECTABLE
+        scores = points @ decisions.direction[slot]
+        assert scores[keys[slot]] - np.delete(scores, keys[slot]).max() > 1e-8
 
 
 def test_own_sets_with_too_few_seeds_settle_nothing(rng):
@@ -121,6 +128,7 @@ def test_a_cluster_inside_a_simplex_keeps_exact_certificates(rng, monkeypatch):
     facet = weights @ simplex[:4]
     inside = facet - 1e-7 * np.ones(4)  # towards the centre, 1e-7 scale below the facet
     keys = np.vstack([simplex, inside, 0.3 * rng.standard_normal((2000, 4))])
+    monkeypatch.setattr(own_sets, "MIN_KEYS", 100)
     fast = selectable_keys(keys)
     assert certificate_failures(keys, fast) == {}
     _assert_same_firm_verdicts(fast, _general(keys, monkeypatch))
@@ -139,6 +147,7 @@ def _anisotropic(rng, n, d, decay):
 @pytest.mark.parametrize("n, d, decay", [(3000, 3, 0.2), (2000, 6, 0.5), (1500, 12, 0.7), (800, 24, 0.75)])
 def test_whitened_verdicts_match_the_general_path(rng, monkeypatch, n, d, decay):
     keys = _anisotropic(rng, n, d, decay)
+    monkeypatch.setattr(own_sets, "MIN_KEYS", 100)
     lifted = selectability.affine_frame(keys, 1e-9).coords
     assert selectability._whitening_gains(lifted, 1e-9) is not None  # the whitened path runs
     fast = selectable_keys(keys)
