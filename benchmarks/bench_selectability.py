@@ -42,6 +42,7 @@ BASELINE_NAMES = {
     "d": "(d) cddlib redundancy",
 }
 SINGLE_CALL_SECONDS = 5.0  # a geomln call slower than this is timed twice more: the median of the three calls
+ONE_CALL_SECONDS = 60.0  # ... and one slower than this only once (marked "1 call")
 PRODUCT_BLOCK = 1 << 23  # entries of one block of the reference product K V^T (64 MiB, as the engine's scan)
 
 
@@ -277,7 +278,8 @@ class Row:
 def time_geomln(keys, bias, repeats):
     """Time selectable_keys: the first in-process call, then the median of `repeats` calls.
 
-    Calls slower than SINGLE_CALL_SECONDS give the median of three calls, the first one included.
+    Calls slower than SINGLE_CALL_SECONDS give the median of three calls, the first one included; calls slower
+    than ONE_CALL_SECONDS are timed once.
     Returns (result, seconds, samples, first).
     """
     import numpy as np
@@ -288,6 +290,8 @@ def time_geomln(keys, bias, repeats):
     result = geomln.selectable_keys(keys, bias=bias)
     first = time.perf_counter() - start
     samples = []
+    if first > ONE_CALL_SECONDS:
+        return result, first, 1, first
     if first > SINGLE_CALL_SECONDS:
         samples, repeats = [first], 2
     for _ in range(repeats):
@@ -677,7 +681,8 @@ def render(command, info, load, compile_times, rows, target_lines, disagreements
         "construction) plus the per-key time on a random subset scaled by n / subset size. "
         "(d) extrapolated uses cdd.redundant per row on the full matrix, which at n=1024, d=8 took ~1.6x "
         "the time per row of one cdd.redundant_rows call. geomln times: median of --repeats calls after "
-        "a first in-process call, or of three calls (the first included) when the first took > 5 s.",
+        "a first in-process call, or of three calls (the first included) when the first took > 5 s, or the "
+        "first call alone when it took > 60 s.",
         "",
     ]
     return "\n".join(lines)
@@ -775,6 +780,10 @@ def main(argv=None):
         case = cases[name]
         print(f"{name}: n={case.n}, d={case.d}{' with bias' if case.bias else ''}", flush=True)
         rows += bench_case(case, args, letters, disagreements)
+        if args.output != "-":  # after every case, so that an interrupted run keeps the rows it finished
+            partial = render(command, machine_info(args.threads), (load_start, os.getloadavg()[0]), compile_times,
+                             rows, targets(rows, cases), disagreements, time.perf_counter() - started)
+            write_atomic(args.output, partial)
     wall = time.perf_counter() - started
     target_lines = targets(rows, cases)
     info = machine_info(args.threads)
