@@ -47,7 +47,7 @@ def _own_sets(points, keys, seeds):
 
 
 def _best_other(points, directions, keys):
-    """The best point other than each key along its direction, that point's score and the key's own score."""
+    """Return the best point other than each key along its direction, its score and the key's own score."""
     top_at, top, second, second_at = scan_kernels.tiled_top_two(points, directions)
     own = top_at == keys
     return (np.where(own, second_at, top_at), np.where(own, second, top),

@@ -101,7 +101,7 @@ TILE_QUERIES = 256  # query directions per tile
 
 
 def tiled_top_two(points, queries):
-    """The two best rows of `points` (m, dim) along each row of `queries` (b, dim), a BLAS tile at a time.
+    """Return the two best rows of `points` (m, dim) along each row of `queries` (b, dim), a BLAS tile at a time.
 
     Each tile ``points[keys] @ queries[chunk].T`` (at most TILE_KEYS x TILE_QUERIES) is folded into running
     top-two scores by :func:`fold_top_two`; no score matrix is stored. Returns ``(top_at, top, second,
