@@ -6,6 +6,7 @@ Run from the repository root::
     python benchmarks/bench_selectability.py --quick         # smaller subsets and fewer sets (smoke run)
     python benchmarks/bench_selectability.py --softmax       # also n=50,257, d=768 with bias (minutes)
     python benchmarks/bench_selectability.py --cases n1024_d8,n60_d8 --baselines a,d --threads 2
+    python benchmarks/bench_selectability.py --cases n100000_d16 --baselines '' --no-compile   # one product row
 
 Baselines: (a) the published method (braid heuristic + Chebyshev LP, HiGHS), (b) one membership LP per
 key (HiGHS), (c) Qhull vertices, (d) cddlib redundancy removal; see baselines.py. Every verdict a baseline
@@ -13,6 +14,9 @@ returns is compared with geomln's and disagreements are printed loudly with a re
 slow for a whole case run on a seeded random subset of keys and their time is extrapolated linearly
 (marked "extrapolated"). numba compile time is measured in fresh subprocesses: cold (after deleting
 geomln's numba cache files) and warm-cache first call, separately from in-process steady state.
+Every geomln row is also timed against one matrix product ``K V^T`` (n x h x d, V the h keys found
+selectable, numpy's BLAS in row blocks of 2^23 entries, same process, same threads): about the least work that
+certifies h vertices among n keys. The ratio geomln / product is reported per row (issue 17: within 3x).
 Writes the table to benchmarks/results/selectability.md (atomically) unless ``--output -``.
 """
 
@@ -37,7 +41,9 @@ BASELINE_NAMES = {
     "c": "(c) Qhull vertices",
     "d": "(d) cddlib redundancy",
 }
-SINGLE_CALL_SECONDS = 5.0  # a geomln call slower than this is timed once (its first in-process call)
+SINGLE_CALL_SECONDS = 5.0  # a geomln call slower than this is timed twice more: the median of the three calls
+ONE_CALL_SECONDS = 60.0  # ... and one slower than this only once (marked "1 call")
+PRODUCT_BLOCK = 1 << 23  # entries of one block of the reference product K V^T (64 MiB, as the engine's scan)
 
 
 @dataclass
@@ -55,7 +61,12 @@ class Case:
     target: str = ""
     shape: str = "gaussian"  # or "circle" (evenly spaced on the unit circle), "sphere" (uniform on the unit sphere),
     # "circle_random" (random angles), "sphere_inside" (half on the sphere, half inside), "layer_norm" (LayerNorm'd
-    # Gaussian rows), "outliers" (Gaussian with 5 keys scaled by 1e6), "clusters" (10 clusters at scales 1e-6..1e2)
+    # Gaussian rows), "outliers" (Gaussian with 5 keys scaled by 1e6), "clusters" (10 clusters at scales 1e-6..1e2),
+    # "anisotropic" (Gaussian times the decaying scales ANISOTROPY ** t along axis t)
+    quick_skip: bool = False  # a row that took minutes before issue 17: skipped by --quick (runnable by name)
+
+
+ANISOTROPY = 0.8  # axis t of the anisotropic case has scale 0.8 ** t (condition number 1,000 at d = 32)
 
 
 def qhull_skip(n, d):
@@ -130,6 +141,13 @@ def make_cases(quick):
                 target="no slower than Qhull (c)",
             )
         )
+    skip_product = "skip: matrix-product row (issue 17; per-key LPs would take hours)"
+    no_baselines = {letter: skip_product for letter in "abcd"}
+    for n, d in ((100_000, 8), (100_000, 16), (100_000, 32), (1_000_000, 8)):
+        cases.append(Case(f"n{n}_d{d}", n, d, dict(no_baselines), target="< 20 s and <= 3x the product",
+                          quick_skip=True))
+    cases.append(Case("aniso_n5000_d32", 5000, 32, {**no_baselines, "a": q(50, 10)},
+                      target="<= 3x the product", shape="anisotropic"))
     skip_lp = "skip: all-vertex case (Qhull is the reference)"
     for shape, d in (("circle", 2), ("sphere", 4)):
         for n in (10_000, 100_000):
@@ -178,6 +196,8 @@ def case_data(case, set_index=0):
         angles = rng.uniform(0, 2 * np.pi, case.n)
         return np.column_stack([np.cos(angles), np.sin(angles)]), None
     keys = case.std * rng.standard_normal((case.n, case.d))
+    if case.shape == "anisotropic":
+        keys *= ANISOTROPY ** np.arange(case.d)
     if case.shape == "layer_norm":
         import geomln
 
@@ -198,7 +218,7 @@ def case_data(case, set_index=0):
 
 
 def reproducer(case, set_index, keys_idx):
-    if case.shape != "gaussian":
+    if case.shape != "gaussian" or case.quick_skip:
         return ("cd benchmarks; python -c \"import geomln, bench_selectability as b; "
                 f"keys, _ = b.case_data(b.make_cases(False)['{case.name}'], {set_index}); "
                 f"print(geomln.selectable_keys(keys).selectable_mask[{list(map(int, keys_idx))}])\"")
@@ -277,12 +297,18 @@ class Row:
     ratio: float | None = None
     notes: list = field(default_factory=list)
     peak_gb: float | None = None
+    product: float | None = None  # median seconds of the reference product K V^T (geomln rows)
+    vertices: int | None = None
+    n: int | None = None
+    d: int | None = None
 
 
 def time_geomln(keys, bias, repeats):
     """Time selectable_keys: the first in-process call, then the median of `repeats` calls.
 
-    Calls slower than SINGLE_CALL_SECONDS are timed once. Returns (result, seconds, samples, first).
+    Calls slower than SINGLE_CALL_SECONDS give the median of three calls, the first one included; calls slower
+    than ONE_CALL_SECONDS are timed once.
+    Returns (result, seconds, samples, first).
     """
     import numpy as np
 
@@ -291,14 +317,40 @@ def time_geomln(keys, bias, repeats):
     start = time.perf_counter()
     result = geomln.selectable_keys(keys, bias=bias)
     first = time.perf_counter() - start
-    if first > SINGLE_CALL_SECONDS:
-        return result, first, 1, first
     samples = []
+    if first > ONE_CALL_SECONDS:
+        return result, first, 1, first
+    if first > SINGLE_CALL_SECONDS:
+        samples, repeats = [first], 2
     for _ in range(repeats):
         start = time.perf_counter()
         geomln.selectable_keys(keys, bias=bias)
         samples.append(time.perf_counter() - start)
     return result, float(np.median(samples)), len(samples), first
+
+
+def time_product(keys, selectable_mask, repeats):
+    """Median time of the product ``keys @ keys[selectable].T`` (n x h x d) in row blocks; h = selectable count.
+
+    The blocks are written into one preallocated buffer (first touched before timing), so the time is BLAS's
+    own: the least an engine must spend to score every key against every vertex once.
+    """
+    import numpy as np
+
+    vertices_t = np.ascontiguousarray(keys[selectable_mask].T)
+    h = vertices_t.shape[1]
+    if h == 0:
+        return 0.0
+    rows = max(1, PRODUCT_BLOCK // h)
+    buffer = np.zeros((min(rows, keys.shape[0]), h))
+    samples = []
+    for _ in range(max(3, repeats)):
+        start = time.perf_counter()
+        for begin in range(0, keys.shape[0], rows):
+            block = keys[begin:begin + rows]
+            np.dot(block, vertices_t, out=buffer[:block.shape[0]])
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples))
 
 
 def run_baseline(letter, keys, bias, indices):
@@ -351,13 +403,19 @@ def bench_case(case, args, letters, disagreements):
     rows = []
     import geomln
 
+    if case.quick_skip and args.quick:
+        print("  skipped: --quick (run it by name with --cases)", flush=True)
+        return [Row(case.name, "geomln", how="skipped: --quick (run it by name with --cases)")]
     geo_times, geo_first, results, fractions, borderline, bad_certificates = [], [], [], [], 0, 0
+    product_times, vertex_counts = [], []
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for s in range(case.sets):
         keys, bias = case_data(case, s)
         geo, seconds, samples, first = time_geomln(keys, bias, args.repeats if case.sets == 1 else args.set_repeats)
         geo_times.append(seconds)
         geo_first.append(first)
+        product_times.append(time_product(keys, geo.selectable_mask, args.repeats if case.sets == 1 else 1))
+        vertex_counts.append(int(geo.selectable_mask.sum()))
         fractions.append(geo.fraction_unselectable)
         if args.verify and case.name != "softmax":
             bad_certificates += int(geomln.verify_selectability(keys, geo, bias=bias).size)
@@ -372,6 +430,8 @@ def bench_case(case, args, letters, disagreements):
         geo_seconds,
         how="median over sets" if case.sets > 1 else (f"median of {samples}" if samples > 1 else "1 call"),
     )
+    geo_row.product, geo_row.n, geo_row.d = float(np.median(product_times)), case.n, case.d
+    geo_row.vertices = int(np.median(vertex_counts))
     geo_row.notes.append(f"{100 * float(np.mean(fractions)):.1f}% unselectable")
     if borderline:
         geo_row.notes.append(f"{borderline} borderline")
@@ -399,6 +459,9 @@ def bench_case(case, args, letters, disagreements):
     geo_row.peak_gb = peak / 1024**2
     rows.append(geo_row)
     print(f"  geomln: {geo_seconds * 1e3:.3f} ms ({geo_row.how}); {', '.join(geo_row.notes)}", flush=True)
+    if geo_row.product:
+        print(f"  product K V^T (n x h x d, h = {geo_row.vertices}): {geo_row.product * 1e3:.3f} ms; "
+              f"geomln / product = {geo_seconds / geo_row.product:.3g}x", flush=True)
 
     for letter in letters:
         plan = case.plan[letter]
@@ -615,6 +678,25 @@ def render(command, info, load, compile_times, rows, target_lines, disagreements
             f"| {r.case} | {r.method} | {fmt_seconds(r.seconds)} | {ratio} | {r.how} | {r.agree} | "
             f"{'; '.join(r.notes)} |"
         )
+    lines += [
+        "",
+        "## Engine against one matrix product (issue 17)",
+        "",
+        "product = median time of `K @ K[selectable].T` (n x h x d; numpy BLAS, row blocks of 2^23 entries, same "
+        "process and threads); ratio = geomln median / product. Target: ratio <= 3 on every row, and the "
+        "n = 10^5 / 10^6 rows under 20 s.",
+        "",
+        "| case | n | d | h (vertices) | geomln | product | ratio | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.method != "geomln" or r.seconds is None:
+            continue
+        ratio = r.seconds / r.product if r.product else None
+        limit = r.seconds < 20.0 if r.n >= 100_000 and r.d >= 8 else True
+        met = "-" if ratio is None else ("yes" if ratio <= 3.0 and limit else "NO")
+        lines.append(f"| {r.case} | {r.n:,} | {r.d} | {r.vertices:,} | {fmt_seconds(r.seconds)} | "
+                     f"{fmt_seconds(r.product)} | {'-' if ratio is None else f'{ratio:.3g}x'} | {met} |")
     lines += ["", "## Targets (issues 3 and 14)", "", "| target | measured | met |", "|---|---|---|"]
     for target, measured, met in target_lines:
         lines.append(f"| {target} | {measured} | {'-' if met is None else ('yes' if met else 'NO')} |")
@@ -640,7 +722,8 @@ def render(command, info, load, compile_times, rows, target_lines, disagreements
         "construction) plus the per-key time on a random subset scaled by n / subset size. "
         "(d) extrapolated uses cdd.redundant per row on the full matrix, which at n=1024, d=8 took ~1.6x "
         "the time per row of one cdd.redundant_rows call. geomln times: median of --repeats calls after "
-        "a first in-process call, or the single first call when that took > 5 s.",
+        "a first in-process call, or of three calls (the first included) when the first took > 5 s, or the "
+        "first call alone when it took > 60 s.",
         "",
     ]
     return "\n".join(lines)
@@ -660,7 +743,8 @@ def write_atomic(path, text):
 
 
 def parse_args(argv):
-    default_cases = "n60_d3,n60_d8,n60_d15,n1024_d8,n10000_d8,n4096_d64,n4096_d128,n100000_d2,n100000_d3,n100000_d4"
+    default_cases = ("n60_d3,n60_d8,n60_d15,n1024_d8,n10000_d8,n4096_d64,n4096_d128,n100000_d2,n100000_d3,n100000_d4,"
+                     "aniso_n5000_d32,n100000_d8,n100000_d16,n100000_d32,n1000000_d8")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--cases",
@@ -674,7 +758,8 @@ def parse_args(argv):
     )
     parser.add_argument("--threads", type=int, default=1, help="numba and BLAS threads (default 1)")
     parser.add_argument("--baselines", default="a,b,c,d", help="comma-separated subset of a,b,c,d (default all)")
-    parser.add_argument("--quick", action="store_true", help="small subsets, fewer sets, no Qhull at n=1024")
+    parser.add_argument("--quick", action="store_true",
+                        help="small subsets, fewer sets, no Qhull at n=1024, no n=10^5 / 10^6 product rows")
     parser.add_argument("--softmax", action="store_true", help="add the n=50,257, d=768 case with bias (minutes)")
     parser.add_argument(
         "--compile",
@@ -737,6 +822,10 @@ def main(argv=None):
         case = cases[name]
         print(f"{name}: n={case.n}, d={case.d}{' with bias' if case.bias else ''}", flush=True)
         rows += bench_case(case, args, letters, disagreements)
+        if args.output != "-":  # after every case, so that an interrupted run keeps the rows it finished
+            partial = render(command, machine_info(args.threads), (load_start, os.getloadavg()[0]), compile_times,
+                             rows, targets(rows, cases), disagreements, time.perf_counter() - started)
+            write_atomic(args.output, partial)
     wall = time.perf_counter() - started
     target_lines = targets(rows, cases)
     info = machine_info(args.threads)

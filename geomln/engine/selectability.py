@@ -14,6 +14,8 @@ from ..errors import InputError
 from . import _kernels as kernels
 from . import _local as local
 from . import _lowdim as lowdim
+from . import _own_sets as own_sets
+from . import _scan_kernels as scan_kernels
 from ._combinations import Combinations, packed_combinations
 from ._geometry import (
     BORDERLINE_FACTOR,
@@ -34,8 +36,13 @@ MAX_TOL = 1.0  # at tol >= 1 every key would be within tol of the others' hull: 
 _DEFAULT_TOL = {"float64": 1e-9, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
 _BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (64 MiB)
 _SCAN_SAMPLE = 2048  # keys whose directions are scanned first (all of them when most certify themselves)
-_FUSED_SCAN_DIM = 32  # up to this dimension the scan runs in numba, above it as BLAS products
+_FULL_SCAN_OWN_WINS = 0.2  # the scan goes on over all keys where more of the sample win their own direction
 _BATCH_MAX_KEYS = 256  # count_unselectable: larger sets go through the engine one by one
+_WHITEN_RATIO = 4.0  # keys are whitened where their spreads along the principal axes differ by more than this
+_WHITEN_MAX_RATIO = 1e4  # and by at most this (beyond it the certificates' rounding would grow)
+_WHITEN_MIN_KEYS = 64  # small sets gain nothing from it
+_TREE_PROBE = 64  # keys whose own directions are scanned before the score tree is considered
+_TREE_OWN_WINS = 0.25  # the score tree is considered only where at least this fraction of them win their own
 
 
 def default_tol(values):
@@ -187,10 +194,12 @@ def _witness_scan(lifted, n, has_bias):
     selectable with a large enough query whatever the bias (see :func:`_bias_witnesses`). The strict argmax
     of every direction is certified by that direction.
 
-    The scan costs ``O(rows * n * d)``. It starts with a fixed sample of ``min(2048, 32 d^2)`` keys and
-    goes on over all keys only when most sampled keys certified themselves (most keys are vertices, as in
-    high dimension); otherwise most keys are interior, the sample's winners seed the working set, and the
-    interior keys are settled far more cheaply by Wolfe's algorithm than by an ``n x n`` scan.
+    The scan costs ``O(rows * n * d)``, as BLAS products a tile at a time. It starts with a fixed sample of
+    ``min(2048, 32 d^2)`` keys and goes on over all keys when more than a fifth of the sampled keys won their
+    own direction (many keys are vertices, as in moderate and high dimension: each is then certified by one
+    scan row, where Clarkson's loop would spend several); otherwise most keys are interior, the sample's
+    winners seed the working sets, and the interior keys are settled far more cheaply by Wolfe's algorithm
+    than by an ``n x n`` scan.
     """
     directions = lifted[:, :-1] if has_bias else lifted  # a view: the bias weight of every direction is 0
     norms = np.linalg.norm(directions, axis=1)
@@ -203,7 +212,7 @@ def _witness_scan(lifted, n, has_bias):
     else:
         sample = np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False))
         own = _scan_rows(directions, norms, sample, best_margin, best_direction)
-        if own.mean() > 0.5:
+        if own.mean() > _FULL_SCAN_OWN_WINS:
             rest = np.setdiff1d(np.arange(n), sample)
             _scan_rows(directions, norms, rest, best_margin, best_direction)
     unit = np.zeros((n, lifted.shape[1]))
@@ -215,23 +224,21 @@ def _scan_rows(directions, norms, rows_to_scan, best_margin, best_direction):
     """Scan the directions of `rows_to_scan` blockwise, updating the best margins; return own-win flags.
 
     Scores are ``directions @ directions.T``: a direction scores key ``j`` by its (bias-free) coordinates.
+    Small scans run fused in numba; larger ones as BLAS tiles (``_scan_kernels.tiled_top_two``).
     """
     n, dim = directions.shape
-    fused = dim <= _FUSED_SCAN_DIM
-    if fused:
-        directions = np.ascontiguousarray(directions)
+    small = rows_to_scan.size * n * dim <= PARALLEL_WORK
+    directions = np.ascontiguousarray(directions)
+    if small:
         directions_t = np.ascontiguousarray(directions.T)
     own_win = np.zeros(rows_to_scan.size, dtype=bool)
-    block = max(1, _BLOCK_ENTRIES // n)
+    block = rows_to_scan.size if small else scan_kernels.TILE_QUERIES
     for start in range(0, rows_to_scan.size, block):
         rows = rows_to_scan[start:start + block]
-        if fused:
-            parallel = rows.size * n * dim > PARALLEL_WORK
-            scan = kernels.scan_top_two if parallel else kernels.scan_top_two_serial
-            winner, top, second = scan(directions, directions_t, rows)
+        if small:
+            winner, top, second = kernels.scan_top_two_serial(directions, directions_t, rows)
         else:
-            scores = np.ascontiguousarray(directions[rows] @ directions.T)
-            winner, top, second = kernels.top_two(scores, rows, False)
+            winner, top, second, _ = scan_kernels.tiled_top_two(directions, directions[rows])
         margins = (top - second) / norms[rows]
         own_win[start:start + rows.size] = winner == rows
         order = np.lexsort((-margins, winner))  # best margin first within each winner
@@ -378,7 +385,11 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     frame = affine_frame(unique, tol)
     lifted, bias_scale = _lift(frame, unique_bias)
     has_bias = bias is not None
-    outcome = _decide_all(lifted, unique.shape[0], tol, has_bias, method)
+    gains = None if has_bias or method == "lp" else _whitening_gains(lifted, tol)
+    if gains is None:
+        outcome = _decide_all(lifted, unique.shape[0], tol, has_bias, method)
+    else:
+        outcome = _decide_whitened(lifted, unique.shape[0], tol, method, gains)
     return _assemble(points, bias_scale, frame, lifted, has_bias, duplicate_of, unique_rows, *outcome, tol, method)
 
 
@@ -401,7 +412,8 @@ def _decide_all(lifted, m, tol, has_bias, method):
         undecided = np.arange(m)
         seeds = np.empty(0, dtype=np.intp)
         tree = None
-        if method != "lp" and not has_bias and m >= local.MIN_KEYS and lifted.shape[1] <= local.MAX_DIM:
+        if (method != "lp" and not has_bias and m >= local.MIN_KEYS and lifted.shape[1] <= local.MAX_DIM
+                and _own_win_fraction(lifted) >= _TREE_OWN_WINS):
             tree = local.ScoreTree(lifted)
             tree = tree if local.most_keys_vertices(tree, tol) else None
         if method != "lp":
@@ -414,7 +426,9 @@ def _decide_all(lifted, m, tol, has_bias, method):
             undecided = np.flatnonzero(~certain)
             seeds = np.flatnonzero(certain)
         if undecided.size:
-            if tree is None:
+            if tree is None and method != "lp" and not has_bias:
+                decisions = _decide_with_own_sets(lifted, m, undecided, seeds, tol, method)
+            elif tree is None:
                 decisions = _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method)
             else:
                 decisions = local.decide_local(tree, undecided, tol)
@@ -424,6 +438,94 @@ def _decide_all(lifted, m, tol, has_bias, method):
             margins[undecided[selectable]] = decisions.margin[selectable]
             directions[undecided[selectable]] = decisions.direction[selectable]
     return verdict, borderline, margins, directions, undecided, decisions
+
+
+def _whitening_gains(coords, tol):
+    """Per-axis gains that whiten the normalized keys (principal axes), or None where they are nearly round.
+
+    The gains are scaled so that the whitened keys have radius 1; None unless the spreads along the axes differ
+    by more than a factor 4 and at most 1e4 (the whitened tolerance ``tol * min(gains)`` stays >= 1e-13).
+    """
+    m, dim = coords.shape
+    if dim < 2 or m < _WHITEN_MIN_KEYS:
+        return None
+    spread = np.sqrt((coords * coords).mean(axis=0))
+    if not spread.min() > 0 or not _WHITEN_RATIO < spread.max() / spread.min() <= _WHITEN_MAX_RATIO:
+        return None
+    gains = spread.max() / spread
+    gains /= np.linalg.norm(coords * gains, axis=1).max()
+    return gains if tol * gains.min() >= 1e-13 else None
+
+
+def _decide_whitened(lifted, m, tol, method, gains):
+    """:func:`_decide_all` run on the whitened keys, every certificate rechecked here (bias-free keys).
+
+    Whitening is affine, so the vertices and the convex weights are the same; it only makes the keys' own
+    directions good witnesses and Wolfe's corrals well conditioned. A whitened witness ``u`` scores the keys as
+    the direction ``gains * u`` does here, so its margin here is the whitened margin divided by
+    ``|gains * u|``; a combination's residual is recomputed from these keys. The whitened run uses the tolerance
+    ``tol * min(gains)``, so that its combinations within a tenth of it are within ``tol / 10`` here. Keys whose
+    rechecked certificate misses the engine's certain thresholds (``10 tol`` margin, ``tol / 10`` residual) or
+    that were borderline there are decided again here by the engine's loop, seeded with the certified vertices.
+    """
+    low, high, _ = wolfe_limits(tol, lifted.shape[1])
+    whitened = np.ascontiguousarray(lifted * gains)
+    verdict_w, borderline_w, margins_w, directions_w, undecided_w, decisions_w = _decide_all(
+        whitened, m, tol * float(gains.min()), False, method)
+    verdict = np.zeros(m, dtype=bool)
+    margins = np.full(m, np.nan)
+    directions = np.zeros_like(lifted)
+    chosen = np.flatnonzero(verdict_w & ~borderline_w)
+    mapped = directions_w[chosen] * gains
+    length = np.linalg.norm(mapped, axis=1)
+    margin = margins_w[chosen] / length
+    good = margin > high
+    certain = chosen[good]
+    verdict[certain] = True
+    margins[certain] = margin[good]
+    directions[certain] = mapped[good] / length[good, None]
+    slot_of = np.full(m, -1, dtype=np.intp)
+    slot_of[undecided_w] = np.arange(undecided_w.size)
+    inside = np.flatnonzero(~verdict_w & ~borderline_w)
+    slots = slot_of[inside]
+    support, weights = decisions_w.support[slots], decisions_w.weights[slots]
+    used = support >= 0
+    residual = np.einsum("kj,kjd->kd", np.where(used, weights, 0.0), lifted[np.where(used, support, 0)])
+    residual = np.linalg.norm(residual - lifted[inside], axis=1)
+    firm = (decisions_w.status[slots] == kernels.UNSELECTABLE) & (residual <= low)
+    interior, interior_slots = inside[firm], slots[firm]
+    rest = np.setdiff1d(np.arange(m), np.concatenate([certain, interior]))
+    decisions = Decisions.empty(interior.size + rest.size, lifted.shape[1])
+    decisions.status[: interior.size] = kernels.UNSELECTABLE
+    decisions.distance[: interior.size] = residual[firm]
+    decisions.support[: interior.size], decisions.weights[: interior.size] = (
+        decisions_w.support[interior_slots], decisions_w.weights[interior_slots])
+    borderline = np.zeros(m, dtype=bool)
+    if rest.size:
+        again = _decide_with_own_sets(lifted, m, rest, certain, tol, method)
+        for name in ("status", "distance", "margin", "direction", "support", "weights"):
+            getattr(decisions, name)[interior.size:] = getattr(again, name)
+        selectable = (again.status != kernels.UNSELECTABLE) & (again.margin > tol)
+        verdict[rest] = selectable
+        borderline[rest] = again.status == kernels.CONVERGED
+        margins[rest[selectable]] = again.margin[selectable]
+        directions[rest[selectable]] = again.direction[selectable]
+    return verdict, borderline, margins, directions, np.concatenate([interior, rest]), decisions
+
+
+def _own_win_fraction(lifted):
+    """Fraction of a fixed sample of keys that are the argmax along their own direction (a cheap probe).
+
+    On circles and spheres every key wins its own direction; where few do, most keys are interior and the
+    score tree's probe (:func:`local.most_keys_vertices`, which decides a sample of keys) would cost seconds
+    for nothing.
+    """
+    m = lifted.shape[0]
+    sample = np.sort(np.random.default_rng(0).choice(m, min(_TREE_PROBE, m), replace=False))
+    norms = np.linalg.norm(lifted, axis=1)
+    norms[norms == 0] = np.inf
+    best_margin, best_direction = np.full(m, -np.inf), np.zeros(m, dtype=np.intp)
+    return float(_scan_rows(lifted, norms, sample, best_margin, best_direction).mean())
 
 
 def _selectable_low_dimension(points, tol):
@@ -497,6 +599,19 @@ def count_unselectable(key_sets, tol):
     for unsettled in np.flatnonzero(~settled):
         counts[unsettled] = selectable_keys(key_sets[unsettled], tol=tol).n_unselectable
     return counts
+
+
+def _decide_with_own_sets(lifted, m, undecided, seeds, tol, method):
+    """Settle what small per-key working sets can (see ``_own_sets.py``), the rest by the general loop."""
+    if m < own_sets.MIN_KEYS:
+        return _decide_keys(lifted, m, undecided, seeds, tol, False, method)
+    decisions, settled, violators = own_sets.settle_with_own_sets(lifted, undecided, seeds, tol)
+    rest = np.flatnonzero(~settled)
+    if rest.size:
+        general = _decide_keys(lifted, m, undecided[rest], np.union1d(seeds, violators), tol, False, method)
+        for name in ("status", "distance", "margin", "direction", "support", "weights"):
+            getattr(decisions, name)[rest] = getattr(general, name)
+    return decisions
 
 
 def _decide_keys(lifted, m, undecided, seeds, tol, has_bias, method):

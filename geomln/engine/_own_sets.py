@@ -1,0 +1,116 @@
+"""Small working sets per key: most keys settle against a few extreme keys near their own direction.
+
+In Clarkson's loop of :func:`geomln.engine._geometry.decide` every key runs Wolfe's algorithm against one shared
+working set that grows towards all the vertices, so an interior key pays ``O(h d)`` per Wolfe iteration for h
+vertices. But a key deep inside is already within ``tol / 10`` of the hull of a few extreme keys: those that
+score highest along its own direction (the facet region its ray leaves through) and those extreme along the
+axes (a polytope round the centre). Here each key first gets such a set of about ``4 dim`` certified vertices;
+Wolfe's algorithm against it settles the key when the distance is within `low` (the combination is the
+certificate, whatever the set), and a separating witness is checked against all keys: a margin above `high` over
+every key settles it as selectable, else the best violating key joins that key's own set and the key is decided
+again, for a few rounds. Everything else (borderline, stalled, unresolved after the rounds) goes through the
+general loop. The stopping distances and certificates are the engine's; only who is tried first changes.
+"""
+
+import numpy as np
+
+from . import _kernels as kernels
+from . import _scan_kernels as scan_kernels
+from ._geometry import PARALLEL_WORK, Decisions, wolfe_limits
+
+__all__ = ["MIN_KEYS", "settle_with_own_sets"]
+
+#: the engine uses own sets from this many keys on (below it the shared working set is cheap enough)
+MIN_KEYS = 5000
+
+ROUNDS = 3  # per-key Clarkson rounds before a key is left to the general loop
+_POOL = 4096  # seeds the sets are drawn from, at most
+_MIN_SEEDS_PER_DIM = 4  # below this many seeds per dimension the sets would be the seeds themselves
+
+
+def _own_sets(points, keys, seeds):
+    """Each key's starting set (b, width): seeds extreme along the axes, then those best along its own direction."""
+    dim = points.shape[1]
+    seed_points = points[seeds]
+    base = np.unique(np.concatenate([seeds[np.argmax(seed_points, axis=0)], seeds[np.argmin(seed_points, axis=0)]]))
+    others = np.setdiff1d(seeds, base)
+    if others.size > _POOL:  # a fixed random subset: plenty for the sets, and the selection stays cheap
+        others = np.sort(np.random.default_rng(0).choice(others, _POOL, replace=False))
+    width = min(others.size, 2 * dim + 2)
+    directions = points[keys].copy()
+    norms = np.linalg.norm(directions, axis=1)
+    directions[norms == 0] = np.eye(1, dim)  # the centre itself: any direction will do
+    norms[norms == 0] = 1.0
+    directions /= norms[:, None]
+    near = scan_kernels.top_columns(np.ascontiguousarray(directions), np.ascontiguousarray(points[others].T), width)
+    return np.ascontiguousarray(np.column_stack([others[near], np.broadcast_to(base, (keys.size, base.size))]))
+
+
+def _best_other(points, directions, keys):
+    """Return the best point other than each key along its direction, its score and the key's own score."""
+    top_at, top, second, second_at = scan_kernels.tiled_top_two(points, directions)
+    own = top_at == keys
+    return (np.where(own, second_at, top_at), np.where(own, second, top),
+            np.einsum("bd,bd->b", directions, points[keys]))
+
+
+def settle_with_own_sets(points, keys, seeds, tol):
+    """Settle what a small working set per key can settle; return the :class:`Decisions` and the settled mask.
+
+    Parameters
+    ----------
+    points : ndarray, shape (m, dim)
+        Normalized bias-free coordinates (C-contiguous).
+    keys : ndarray of intp, shape (b,)
+        Rows to decide.
+    seeds : ndarray of intp
+        Rows certified selectable (the working sets are drawn from them), disjoint from `keys`.
+    tol : float
+        Relative tolerance, as in :func:`geomln.engine._geometry.decide`.
+
+    Returns
+    -------
+    decisions : Decisions
+        Status UNSELECTABLE or SELECTABLE (margin over all keys above ``10 tol``) where settled.
+    settled : ndarray of bool, shape (b,)
+    violators : ndarray of intp
+        Keys that violated some witness: likely vertices, good seeds for the general loop.
+    """
+    m, dim = points.shape
+    low, high, max_major = wolfe_limits(tol, dim)
+    decisions = Decisions.empty(keys.size, dim)
+    settled = np.zeros(keys.size, dtype=bool)
+    seeds = np.unique(seeds)
+    if keys.size == 0 or seeds.size < _MIN_SEEDS_PER_DIM * (dim + 1):
+        return decisions, settled, np.empty(0, dtype=np.intp)
+    candidates = _own_sets(points, keys, seeds)
+    pending = np.arange(keys.size)
+    found = []
+    for _ in range(ROUNDS):
+        work = pending.size * candidates.shape[1] ** 2 * dim  # about the flops of the Wolfe runs
+        kernel = kernels.distance_to_own_hulls if work > PARALLEL_WORK else kernels.distance_to_own_hulls_serial
+        st, dist, marg, direc, supp, wts, _ = kernel(points, keys[pending], candidates, low, high, max_major)
+        done = st == kernels.UNSELECTABLE
+        witnessed = np.flatnonzero((st == kernels.SELECTABLE) | (st == kernels.CONVERGED))
+        best, best_score, own_score = _best_other(points, direc[witnessed], keys[pending[witnessed]])
+        margin = np.minimum(own_score - best_score, marg[witnessed])
+        certain = (st[witnessed] == kernels.SELECTABLE) & (margin > high)
+        done[witnessed[certain]] = True
+        marg[witnessed[certain]] = margin[certain]
+        outside = ~(candidates[witnessed] == best[:, None]).any(axis=1) & ~certain & (own_score - best_score
+                                                                                        < marg[witnessed])
+        need = np.zeros(pending.size, dtype=bool)
+        need[witnessed[outside]] = True
+        slots = pending[done]
+        settled[slots] = True
+        decisions.status[slots], decisions.distance[slots], decisions.margin[slots] = st[done], dist[done], marg[done]
+        decisions.direction[slots] = direc[done]
+        decisions.support[slots, : supp.shape[1]], decisions.weights[slots, : wts.shape[1]] = supp[done], wts[done]
+        violator = np.full(pending.size, -1, dtype=np.intp)
+        violator[witnessed] = best
+        found.append(violator[need])
+        candidates = np.ascontiguousarray(np.column_stack([candidates[need], violator[need]]))
+        pending = pending[need]
+        if pending.size == 0:
+            break
+    return decisions, settled, np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.intp)

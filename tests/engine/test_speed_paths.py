@@ -1,0 +1,189 @@
+"""The engine's fast paths (issue 17) against naive NumPy, the general engine, Qhull and the certificate checker.
+
+Own working sets per key (``_own_sets.py``), the scan kernels (``_scan_kernels.py``) and whitening in the
+affine frame: each must give the verdicts of the general path, with certificates that an independent checker
+accepts in the caller's original coordinates.
+"""
+
+import numba
+import numpy as np
+import pytest
+from oracles import certificate_failures, qhull_vertices
+
+from geomln import selectable_keys, verify_selectability
+from geomln.engine import _own_sets as own_sets
+from geomln.engine import _scan_kernels as scan_kernels
+from geomln.engine import selectability
+
+
+def _general(keys, monkeypatch):
+    """The verdicts without the fast paths (no own working sets, no whitening)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(selectability, "_whitening_gains", lambda *args: None)
+        patch.setattr(selectability, "_decide_with_own_sets",
+                      lambda lifted, m, undecided, seeds, tol, method: selectability._decide_keys(
+                          lifted, m, undecided, seeds, tol, False, method))
+        return selectable_keys(keys)
+
+
+def _assert_same_firm_verdicts(fast, general):
+    firm = ~fast.borderline_mask & ~general.borderline_mask
+    np.testing.assert_array_equal(fast.selectable_mask[firm], general.selectable_mask[firm])
+
+
+# ------------------------------------------------------------------------------------------------
+# scan kernels against naive NumPy
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count, width", [(700, 1), (700, 5), (1300, 40), (40, 40)])
+def test_top_columns_are_the_highest_scores(rng, count, width):
+    directions = rng.standard_normal((30, 5))
+    columns = rng.standard_normal((count, 5))
+    best = scan_kernels.top_columns(directions, np.ascontiguousarray(columns.T), width)
+    scores = directions @ columns.T
+    chosen = np.take_along_axis(scores, best, axis=1)
+    assert (np.sort(best, axis=1)[:, 1:] != np.sort(best, axis=1)[:, :-1]).all()  # distinct columns
+    np.testing.assert_allclose(np.sort(chosen, axis=1), np.sort(scores, axis=1)[:, -width:], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("m, b", [(5000, 300), (700, 5), (3, 2)])
+def test_tiled_top_two_matches_numpy(rng, m, b):
+    points = rng.standard_normal((m, 6))
+    queries = rng.standard_normal((b, 6))
+    points[1] = points[0]  # a tie: the earlier key wins
+    top_at, top, second, second_at = scan_kernels.tiled_top_two(points, queries)
+    scores = queries @ points.T
+    order = np.argsort(-scores, axis=1, kind="stable")
+    np.testing.assert_array_equal(top_at, order[:, 0])
+    np.testing.assert_array_equal(second_at, order[:, 1])
+    np.testing.assert_allclose(top, scores.max(axis=1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(second, np.sort(scores, axis=1)[:, -2], rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2")
+def test_top_columns_gives_identical_results_on_one_and_two_threads(rng):
+    points = rng.standard_normal((3000, 6))
+    points_t = np.ascontiguousarray(points.T)
+    directions = np.ascontiguousarray(rng.standard_normal((500, 6)))
+    before = numba.get_num_threads()
+    outputs = []
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            outputs.append((scan_kernels.top_columns(directions, points_t, 17),))
+    finally:
+        numba.set_num_threads(before)
+    for one, two in zip(*outputs, strict=True):
+        np.testing.assert_array_equal(one, two)
+
+
+# ------------------------------------------------------------------------------------------------
+# own working sets
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, d", [(3000, 3), (3000, 6), (2000, 10)])
+def test_own_sets_match_the_general_path_and_qhull(rng, monkeypatch, n, d):
+    keys = rng.standard_normal((n, d))
+    monkeypatch.setattr(own_sets, "MIN_KEYS", 100)
+    fast = selectable_keys(keys)
+    assert certificate_failures(keys, fast) == {}
+    _assert_same_firm_verdicts(fast, _general(keys, monkeypatch))
+    if d <= 6:
+        vertices = np.zeros(n, dtype=bool)
+        vertices[qhull_vertices(keys)] = True
+        np.testing.assert_array_equal(fast.selectable_mask[~fast.borderline_mask], vertices[~fast.borderline_mask])
+
+
+def test_own_sets_settle_most_interior_keys(rng):
+    points = rng.standard_normal((4000, 5))
+    points /= np.linalg.norm(points, axis=1).max()
+    outer = np.argsort(-np.linalg.norm(points, axis=1))[:400]  # not all vertices, but extreme: fine as seeds
+    keys = np.setdiff1d(np.arange(4000), outer)
+    decisions, settled, _ = own_sets.settle_with_own_sets(points, keys, outer, 1e-9)
+    assert settled.mean() > 0.5
+    inside = decisions.status == own_sets.kernels.UNSELECTABLE
+    assert inside[settled].mean() > 0.5
+    for slot in np.flatnonzero(settled & inside):
+        ids, weights = decisions.combination(slot)
+        assert keys[slot] not in ids and (weights >= 0).all() and abs(weights.sum() - 1) < 1e-12
+        assert np.linalg.norm(weights @ points[ids] - points[keys[slot]]) <= 1e-10
+    for slot in np.flatnonzero(settled & ~inside):  # selectable: the witness beats every other point by > 10 tol
+        assert decisions.status[slot] == own_sets.kernels.SELECTABLE
+        scores = points @ decisions.direction[slot]
+        assert scores[keys[slot]] - np.delete(scores, keys[slot]).max() > 1e-8
+
+
+def test_own_sets_with_too_few_seeds_settle_nothing(rng):
+    points = rng.standard_normal((100, 4))
+    decisions, settled, _ = own_sets.settle_with_own_sets(points, np.arange(10, 100), np.arange(10), 1e-9)
+    assert not settled.any()
+
+
+def test_a_cluster_inside_a_simplex_keeps_exact_certificates(rng, monkeypatch):
+    """Interior keys a hair inside a facet: own sets may miss them, the general loop must decide them."""
+    simplex = np.vstack([np.eye(4), -np.ones((1, 4))]) * 3.0
+    weights = rng.dirichlet(np.ones(4), size=300)
+    facet = weights @ simplex[:4]
+    inside = facet - 1e-7 * np.ones(4)  # towards the centre, 1e-7 scale below the facet
+    keys = np.vstack([simplex, inside, 0.3 * rng.standard_normal((2000, 4))])
+    monkeypatch.setattr(own_sets, "MIN_KEYS", 100)
+    fast = selectable_keys(keys)
+    assert certificate_failures(keys, fast) == {}
+    _assert_same_firm_verdicts(fast, _general(keys, monkeypatch))
+
+
+# ------------------------------------------------------------------------------------------------
+# whitening in the affine frame
+# ------------------------------------------------------------------------------------------------
+
+
+def _anisotropic(rng, n, d, decay):
+    rotation = np.linalg.qr(rng.standard_normal((d, d)))[0]  # principal axes not along the coordinates
+    return (rng.standard_normal((n, d)) * decay ** np.arange(d)) @ rotation + 5.0
+
+
+@pytest.mark.parametrize("n, d, decay", [(3000, 3, 0.2), (2000, 6, 0.5), (1500, 12, 0.7), (800, 24, 0.75)])
+def test_whitened_verdicts_match_the_general_path(rng, monkeypatch, n, d, decay):
+    keys = _anisotropic(rng, n, d, decay)
+    monkeypatch.setattr(own_sets, "MIN_KEYS", 100)
+    lifted = selectability.affine_frame(keys, 1e-9).coords
+    assert selectability._whitening_gains(lifted, 1e-9) is not None  # the whitened path runs
+    fast = selectable_keys(keys)
+    assert certificate_failures(keys, fast) == {}
+    assert verify_selectability(keys, fast).size == 0
+    _assert_same_firm_verdicts(fast, _general(keys, monkeypatch))
+    if d <= 6:
+        vertices = np.zeros(n, dtype=bool)
+        vertices[qhull_vertices(keys)] = True
+        np.testing.assert_array_equal(fast.selectable_mask[~fast.borderline_mask], vertices[~fast.borderline_mask])
+
+
+def test_whitening_keeps_the_tolerance_of_the_original_coordinates(rng, monkeypatch):
+    """A key 3 tol scale above a facet of a flat box: selectable in the caller's metric, whatever whitening does."""
+    box = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-0.01, 0.01)], dtype=float)
+    filler = rng.uniform(-0.9, 0.9, (500, 3)) * [1.0, 1.0, 0.009]
+    tol = 1e-9
+    scale = np.sqrt(1 + 1 + 0.01 ** 2)  # the radius about the (zero) mean
+    near = [[0.2, 0.1, 0.01 + 3 * tol * scale], [0.3, -0.2, 0.01 + 0.02 * tol * scale]]
+    keys = np.vstack([box, filler, near])
+    fast = selectable_keys(keys, tol=tol)
+    assert certificate_failures(keys, fast) == {}
+    general = _general(keys, monkeypatch)
+    np.testing.assert_array_equal(fast.selectable_mask, general.selectable_mask)
+    assert fast.selectable_mask[-2] and not fast.selectable_mask[-1]
+    assert fast.borderline_mask[-2]
+
+
+def test_ill_conditioned_keys_beyond_the_whitening_limit_take_the_plain_path(rng):
+    keys = rng.standard_normal((500, 4)) * [1.0, 1e-3, 1e-5, 1e-6]
+    lifted = selectability.affine_frame(keys, 1e-9).coords
+    assert selectability._whitening_gains(lifted, 1e-9) is None
+    result = selectable_keys(keys)
+    assert certificate_failures(keys, result) == {}
+
+
+def test_round_keys_are_not_whitened(rng):
+    lifted = selectability.affine_frame(rng.standard_normal((2000, 8)), 1e-9).coords
+    assert selectability._whitening_gains(lifted, 1e-9) is None
