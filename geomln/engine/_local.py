@@ -43,7 +43,7 @@ class ScoreTree:
         from scipy.spatial import cKDTree  # imported here: scipy.spatial costs import time
 
         self.points = points
-        self.shifted = points - _sphere_centre(points)  # scores along q change by a constant: same order
+        self.shifted = points - sphere_centre(points)  # scores along q change by a constant: same order
         norm2 = (self.shifted * self.shifted).sum(axis=1)
         self.radius = float(np.sqrt(norm2.max()))
         lift = np.sqrt(np.maximum(norm2.max() - norm2, 0.0))  # |lifted key| = R for every key
@@ -104,7 +104,7 @@ def _workers(queries):
     return get_num_threads() if queries >= _PARALLEL_QUERIES else 1
 
 
-def _sphere_centre(points):
+def sphere_centre(points):
     """Return the centre of the sphere fitted to `points` by least squares, or 0 if it lies far out.
 
     Keys on (or near) a sphere then all have nearly the same norm about it, so their lifts are nearly 0 and

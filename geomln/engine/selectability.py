@@ -43,6 +43,8 @@ _WHITEN_MAX_RATIO = 1e4  # and by at most this (beyond it the certificates' roun
 _WHITEN_MIN_KEYS = 64  # small sets gain nothing from it
 _TREE_PROBE = 64  # keys whose own directions are scanned before the score tree is considered
 _TREE_OWN_WINS = 0.25  # the score tree is considered only where at least this fraction of them win their own
+_TREE_ALWAYS_DIM = 3  # up to R^3 the tree's own probe costs milliseconds: no pre-probe (it misjudges a circle
+# with keys inside, whose own directions lose to neighbours once the centre is off by more than their spacing)
 
 
 def default_tol(values):
@@ -413,7 +415,7 @@ def _decide_all(lifted, m, tol, has_bias, method):
         seeds = np.empty(0, dtype=np.intp)
         tree = None
         if (method != "lp" and not has_bias and m >= local.MIN_KEYS and lifted.shape[1] <= local.MAX_DIM
-                and _own_win_fraction(lifted) >= _TREE_OWN_WINS):
+                and (lifted.shape[1] <= _TREE_ALWAYS_DIM or _own_win_fraction(lifted) >= _TREE_OWN_WINS)):
             tree = local.ScoreTree(lifted)
             tree = tree if local.most_keys_vertices(tree, tol) else None
         if method != "lp":
@@ -516,16 +518,18 @@ def _decide_whitened(lifted, m, tol, method, gains):
 def _own_win_fraction(lifted):
     """Fraction of a fixed sample of keys that are the argmax along their own direction (a cheap probe).
 
-    On circles and spheres every key wins its own direction; where few do, most keys are interior and the
-    score tree's probe (:func:`local.most_keys_vertices`, which decides a sample of keys) would cost seconds
-    for nothing.
+    On circles and spheres every key wins its own direction about their centre (the fitted sphere's centre: the
+    keys' mean is off it by ~1/sqrt(n), enough to hand a random circle's own directions to its neighbours);
+    where few do, most keys are interior and the score tree's probe (:func:`local.most_keys_vertices`, which
+    decides a sample of keys) would cost seconds for nothing.
     """
     m = lifted.shape[0]
     sample = np.sort(np.random.default_rng(0).choice(m, min(_TREE_PROBE, m), replace=False))
-    norms = np.linalg.norm(lifted, axis=1)
+    shifted = lifted - local.sphere_centre(lifted)  # argmaxes along any direction are unchanged by a shift
+    norms = np.linalg.norm(shifted, axis=1)
     norms[norms == 0] = np.inf
     best_margin, best_direction = np.full(m, -np.inf), np.zeros(m, dtype=np.intp)
-    return float(_scan_rows(lifted, norms, sample, best_margin, best_direction).mean())
+    return float(_scan_rows(shifted, norms, sample, best_margin, best_direction).mean())
 
 
 def _selectable_low_dimension(points, tol):
