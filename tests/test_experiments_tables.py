@@ -173,7 +173,8 @@ def test_bert_without_layer_norm_and_its_attention_inputs(verse_data, layer_norm
             norm = norms[0] if layer == 0 else model.bert.encoder.layer[layer - 1].output.LayerNorm
             unit = (after - norm.bias.detach().numpy()) / norm.weight.detach().numpy()
             np.testing.assert_allclose(unit.sum(axis=1), 0.0, atol=1e-9)
-            np.testing.assert_allclose(np.linalg.norm(unit, axis=1), np.sqrt(8), rtol=1e-9)
+            # eps = 1e-12 in the variance shortens a row by eps / (2 var): 1.2e-9 relative seen at var ~ 4e-4
+            np.testing.assert_allclose(np.linalg.norm(unit, axis=1), np.sqrt(8), rtol=1e-6)
             assert geomln.selectable_keys(after).fraction_unselectable == 0.0
 
 

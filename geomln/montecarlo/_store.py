@@ -213,6 +213,10 @@ class Checkpoint:
             self.rows[cell_key(row)] = row
             self.texts[cell_key(row)] = row_json(row)
         self.unsaved = self.unsaved or (save and bool(rows))
+        self.tick()
+
+    def tick(self):
+        """Write the rows added since the last rewrite once ``SAVE_SECONDS`` have passed since it."""
         if self.unsaved and time.monotonic() - self.saved_at >= SAVE_SECONDS:
             self.save(complete=False)
 

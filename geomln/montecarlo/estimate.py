@@ -549,8 +549,12 @@ def _run_pool(context, tasks, workers, store, bar, merger):
         warm[0] = compile_batch_kernel(wolfe) + wolfe.result()
 
     ordered = sorted(tasks, key=lambda task: -task[1] * len(task[3]))
+    def on_idle():  # still warming up or on a long cell: keep the bar on screen, save what finished
+        bar.refresh()
+        store.tick()
+
     results = process_pool_map(cells.run_cell_in_worker, ordered, workers, cells.init_worker, (context,),
-                               on_idle=bar.refresh,  # still warming up or on a long cell: keep the bar on screen
+                               on_idle=on_idle,
                                prepare=(compile_wolfe, prepare_here))
     with contextlib.closing(results):
         try:
