@@ -571,7 +571,7 @@ def _run_pool(context, tasks, workers, store, bar, merger):
 
 #: shown until the first cell finishes; ~20 s is the batch kernel's cold compile in
 #: benchmarks/results/coldstart.md (19.7 s wall, 16.2 s CPU): whether the cache is cold is not known here
-_WARMING_UP = "loading numba kernels (compiling on a first run: ~20 s)"
+_WARMING_UP = "loading numba kernels (compiling on a first run: ~15 s)"
 
 
 def _progress_bar(enabled, total, initial):
