@@ -11,6 +11,7 @@ A ``distributed.Client`` may also be passed as the executor. Dask is an optional
 
 import contextlib
 import os
+import queue
 import signal
 import threading
 import warnings
@@ -247,9 +248,25 @@ def process_pool_map(function, tasks, workers, initializer, initargs, *, on_idle
             for future in finished:
                 yield pending.pop(future), future.result()
     except BaseException:
-        executor.shutdown(wait=True, kill_workers=True)
+        _kill(executor)
         raise
     executor.shutdown(wait=True)
+
+
+def _kill(executor):
+    """Shut `executor` down now: cancel the tasks not yet running and kill the workers.
+
+    loky's manager thread drops every pending task when it sees ``kill_workers=True``, then takes the next
+    task id from its queue and raises ``KeyError`` (printed as a thread traceback, with a leaked semaphore)
+    if that queue is not empty, as it is when more tasks were submitted than the workers can hold. Emptying
+    the queue first, as CPython's own executor does on ``cancel_futures=True``, closes the race: no task is
+    submitted after this point, and the manager thread consumes the queue only in its own loop.
+    """
+    work_ids = getattr(executor, "_work_ids", None)
+    while work_ids is not None and not work_ids.empty():
+        with contextlib.suppress(queue.Empty):
+            work_ids.get_nowait()
+    executor.shutdown(wait=True, kill_workers=True)
 
 
 @contextlib.contextmanager
