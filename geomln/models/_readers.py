@@ -181,7 +181,7 @@ def _pick(path, names, request, meta):
         found = sorted((int(m.group(1)), n) for n in names if (m := pattern.match(n)))
         if found:
             return request, [n for _, n in found], True, names
-    raise DataFileError(f"{str(path)!r} has no array {request!r} (available: {listing()})")
+    raise DataFileError(f"`name` {request!r} is not an array of {str(path)!r} (available: {listing()})")
 
 
 READERS = {".npz": read_npz, ".safetensors": _read_safetensors, ".pt": _read_torch, ".pth": _read_torch,

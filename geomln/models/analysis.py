@@ -64,7 +64,10 @@ def _query_arrays(queries, key_array):
         if source is None:
             raise DataFileError(f"`queries`: no such file {str(queries)!r} (an array name is only accepted "
                                 f"when the keys were loaded from a file)")
-        queries = load_keys(source, name=str(queries))
+        try:
+            queries = load_keys(source, name=str(queries))
+        except DataFileError as exc:  # the array was named by `queries`, not by `name`
+            raise DataFileError(str(exc).replace("`name`", "`queries`", 1)) from None
     query_array = as_key_array(queries, role="queries")
     if query_array.d != key_array.d:
         raise InputError(f"`queries` must have d = {key_array.d} features like the keys; got shape "

@@ -291,7 +291,7 @@ BAD_INPUTS = {
         [],
         [r"holds 2 arrays; choose one with --name \.\.\. \(available: a, b\)"],
     ),
-    "npz wrong name": ("two.npz", None, ["--name", "c"], [r"has no array 'c' \(available: a, b\)"]),
+    "npz wrong name": ("two.npz", None, ["--name", "c"], [r"`--name` 'c' is not an array of .* \(available: a, b\)"]),
 }
 
 

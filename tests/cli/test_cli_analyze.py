@@ -135,7 +135,7 @@ def test_error_queries_with_another_d(key_file, tmp_path, capsys):
 
 
 def test_error_unknown_query_array(key_file, tmp_path, capsys):
-    error_case(["analyze", str(key_file), "--queries", "values"], capsys, tmp_path, r"has no array 'values'",
+    error_case(["analyze", str(key_file), "--queries", "values"], capsys, tmp_path, r"`--queries` 'values' is not an",
                "available: keys, queries")
 
 

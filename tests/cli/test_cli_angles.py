@@ -113,7 +113,7 @@ def test_hidden_states_have_a_row_per_layer_and_sequence(tmp_path, rng, capsys):
 def test_unknown_name_lists_the_arrays_without_the_metadata(capsys):
     code, out, err = run(["angles", str(BUNDLED), "--name", "values"], capsys)
     assert code == 1 and out == ""
-    assert_one_error_line(err, r"has no array 'values' \(available: keys, queries, hidden_before_ln, "
+    assert_one_error_line(err, r"`--name` 'values' is not an array of .* \(available: keys, queries, hidden_before_ln, "
                                r"hidden_after_ln\)$")
     assert "__geomln_meta__" not in err
 

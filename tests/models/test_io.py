@@ -53,7 +53,7 @@ def test_npz_several_arrays_need_a_name(tmp_path):
     ):
         load_array(path)
     np.testing.assert_array_equal(load_array(path, name="queries"), MATRIX * 2)
-    with pytest.raises(DataFileError, match=r"has no array 'values' \(available: keys, queries\)"):
+    with pytest.raises(DataFileError, match=r"`name` 'values' is not an array of .* \(available: keys, queries\)"):
         load_array(path, name="values")
 
 
@@ -257,7 +257,7 @@ def test_npz_listings_never_show_the_metadata_array(tmp_path):
     save_keys(path, {"keys": MATRIX, "queries": MATRIX * 2}, axes="token,dim")
     np.testing.assert_array_equal(load_array(path), MATRIX)  # the file's default array
     for reader in (load_array, load_keys):
-        with pytest.raises(DataFileError, match=r"has no array 'values' \(available: keys, queries\)$"):
+        with pytest.raises(DataFileError, match=r"`name` 'values' is not an array of .* \(available: keys, queries\)$"):
             reader(path, name="values")
 
 

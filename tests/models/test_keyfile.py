@@ -240,9 +240,9 @@ def test_missing_or_ambiguous_name_lists_arrays(tmp_path, rng):
     np.savez(tmp_path / "k.npz", alpha=rng.normal(size=(2, 2)), beta=rng.normal(size=(2, 2)))
     with pytest.raises(DataFileError, match=r"holds 2 arrays; choose one with name=.*alpha, beta"):
         load_keys(tmp_path / "k.npz")
-    with pytest.raises(DataFileError, match=r"has no array 'gamma' \(available: alpha, beta\)"):
+    with pytest.raises(DataFileError, match=r"`name` 'gamma' is not an array of .* \(available: alpha, beta\)"):
         load_keys(tmp_path / "k.npz", name="gamma")
-    with pytest.raises(DataFileError, match=r"has no array 'x\.\*'"):
+    with pytest.raises(DataFileError, match=r"`name` 'x\.\*' is not an array of .*"):
         load_keys(tmp_path / "k.npz", name="x.*")
 
 
