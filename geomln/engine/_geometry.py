@@ -19,6 +19,9 @@ RAY_LENGTH = 16.0
 _MAX_MAJOR_PER_DIM = 50
 #: batches below this many flops run serially: starting threads costs more than it saves
 PARALLEL_WORK = 4_000_000
+#: keys per warm-up round of :func:`decide`, and the fraction of them still finding a violator that ends it
+WARMUP_SAMPLE = 512
+WARMUP_DONE = 0.02
 #: rows per block when measuring distances to the affine hull (bounds the temporary memory)
 _TAIL_BLOCK = 4096
 
@@ -147,21 +150,29 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
     candidates = _seed_candidates(points, n, seeds)
     sites_t, site_norm2 = _sites(points, n, ray)
     pending = np.arange(count)
+    sampling = count > 4 * WARMUP_SAMPLE
     while pending.size:
-        work = pending.size * (candidates.size + sites_t.shape[1]) * dim
+        # while most keys would still find a violator, a round on all of them scans every site for each (n^2 d
+        # work) to add the same few points: warm the candidates up on an evenly spaced sample of keys instead
+        batch = pending[:: pending.size // WARMUP_SAMPLE][:WARMUP_SAMPLE] if sampling else pending
+        work = batch.size * (candidates.size + sites_t.shape[1]) * dim
         kernel = kernels.distance_to_hull_batch if work > PARALLEL_WORK else kernels.distance_to_hull_serial
-        result = kernel(points, keys[pending], n, ray > 0, candidates, np.ascontiguousarray(sites_t[:, candidates]),
+        result = kernel(points, keys[batch], n, ray > 0, candidates, np.ascontiguousarray(sites_t[:, candidates]),
                         site_norm2[candidates], sites_t, low, high, max_major)
         st, dist, marg, direc, supp, wts, violator = result
-        decisions.status[pending], decisions.distance[pending], decisions.margin[pending] = st, dist, marg
-        decisions.direction[pending] = direc
-        decisions.support[pending, : supp.shape[1]], decisions.weights[pending, : wts.shape[1]] = supp, wts
+        decisions.status[batch], decisions.distance[batch], decisions.margin[batch] = st, dist, marg
+        decisions.direction[batch] = direc
+        decisions.support[batch, : supp.shape[1]], decisions.weights[batch, : wts.shape[1]] = supp, wts
         need = st == kernels.NEED_POINT
         repeated = need & np.isin(violator, candidates)  # no progress for these keys: the LP decides them
-        decisions.status[pending[repeated]] = kernels.STALLED
+        decisions.status[batch[repeated]] = kernels.STALLED
         need &= ~repeated
         candidates = np.union1d(candidates, violator[need])  # grows every round: at most n rounds
-        pending = pending[need]
+        if sampling:
+            pending = pending[~np.isin(pending, batch[~need])]
+            sampling = need.mean() > WARMUP_DONE and pending.size > 4 * WARMUP_SAMPLE
+        else:
+            pending = pending[need]
     for slot in np.flatnonzero(decisions.status == kernels.STALLED):
         solve_with_lp(points, n, keys[slot], ray, tol, slot, decisions)
     return decisions

@@ -8,7 +8,8 @@ axes (a polytope round the centre). Here each key first gets such a set of about
 Wolfe's algorithm against it settles the key when the distance is within `low` (the combination is the
 certificate, whatever the set), and a separating witness is checked against all keys: a margin above `high` over
 every key settles it as selectable, else the best violating key joins that key's own set and the key is decided
-again, for a few rounds. Everything else (borderline, stalled, unresolved after the rounds) goes through the
+again, for a few rounds (the best key along each witness comes from :class:`~geomln.engine._blocks.BlockIndex`,
+exactly as a scan of all keys would give it). Everything else (borderline, stalled, unresolved after the rounds) goes through the
 general loop. The stopping distances and certificates are the engine's; only who is tried first changes.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from . import _kernels as kernels
 from . import _scan_kernels as scan_kernels
+from ._blocks import BlockIndex
 from ._geometry import PARALLEL_WORK, Decisions, wolfe_limits
 
 __all__ = ["MIN_KEYS", "settle_with_own_sets"]
@@ -46,12 +48,12 @@ def _own_sets(points, keys, seeds):
     return np.ascontiguousarray(np.column_stack([others[near], np.broadcast_to(base, (keys.size, base.size))]))
 
 
-def _best_other(points, directions, keys):
+def _best_other(index, directions, keys):
     """Return the best point other than each key along its direction, its score and the key's own score."""
-    top_at, top, second, second_at = scan_kernels.tiled_top_two(points, directions)
+    top_at, top, second, second_at = index.top_two(directions)
     own = top_at == keys
     return (np.where(own, second_at, top_at), np.where(own, second, top),
-            np.einsum("bd,bd->b", directions, points[keys]))
+            np.einsum("bd,bd->b", directions, index.points[keys]))
 
 
 def settle_with_own_sets(points, keys, seeds, tol):
@@ -84,6 +86,7 @@ def settle_with_own_sets(points, keys, seeds, tol):
     if keys.size == 0 or seeds.size < _MIN_SEEDS_PER_DIM * (dim + 1):
         return decisions, settled, np.empty(0, dtype=np.intp)
     candidates = _own_sets(points, keys, seeds)
+    index = BlockIndex(points)
     pending = np.arange(keys.size)
     found = []
     for _ in range(ROUNDS):
@@ -92,7 +95,7 @@ def settle_with_own_sets(points, keys, seeds, tol):
         st, dist, marg, direc, supp, wts, _ = kernel(points, keys[pending], candidates, low, high, max_major)
         done = st == kernels.UNSELECTABLE
         witnessed = np.flatnonzero((st == kernels.SELECTABLE) | (st == kernels.CONVERGED))
-        best, best_score, own_score = _best_other(points, direc[witnessed], keys[pending[witnessed]])
+        best, best_score, own_score = _best_other(index, direc[witnessed], keys[pending[witnessed]])
         margin = np.minimum(own_score - best_score, marg[witnessed])
         certain = (st[witnessed] == kernels.SELECTABLE) & (margin > high)
         done[witnessed[certain]] = True

@@ -124,3 +124,71 @@ def tiled_top_two(points, queries):
             fold_top_two(scores, first, top[scan_slots], second[scan_slots], top_at[scan_slots],
                          second_at[scan_slots])
     return top_at, top, second, second_at
+
+
+@parallel_jit
+def pruned_top_two(points_t, ids, starts, centres, radii, slack, directions):
+    """Top two rows along each direction, scoring only the blocks of rows whose bounding ball can compete.
+
+    Parameters
+    ----------
+    points_t : ndarray, shape (dim, m)
+        The rows as columns, grouped into blocks ``points_t[:, starts[l]:starts[l + 1]]``.
+    ids : ndarray of intp, shape (m,)
+        Row id of each column (ties go to the smaller id, as in a scan in id order).
+    starts : ndarray of intp, shape (leaves + 1,)
+    centres : ndarray, shape (leaves, dim)
+    radii : ndarray, shape (leaves,)
+        Every row of block l lies within ``radii[l]`` of ``centres[l]``, so along a direction u it scores at
+        most ``u . centres[l] + |u| radii[l]``.
+    slack : float
+        Bound on the rounding of a score or a bound along a unit direction: a block is skipped only when its
+        bound is below the current second score by more than ``|u|`` times this.
+    directions : ndarray, shape (b, dim)
+
+    Returns
+    -------
+    top_at, top, second, second_at, scanned
+        As :func:`tiled_top_two`, and the number of blocks scored per direction. The block of highest
+        bound is scored first, then every block whose bound still reaches the second score.
+    """
+    count, dim = directions.shape
+    leaves = radii.shape[0]
+    widest = 0
+    for leaf in range(leaves):
+        widest = max(widest, starts[leaf + 1] - starts[leaf])
+    top, second = np.full(count, -np.inf), np.full(count, -np.inf)
+    top_at, second_at = np.full(count, -1, dtype=np.intp), np.full(count, -1, dtype=np.intp)
+    scanned = np.zeros(count, dtype=np.intp)
+    chunks = (count + _CHUNK - 1) // _CHUNK
+    for chunk in prange(chunks):
+        bounds = np.empty(leaves)
+        block = np.empty(widest)
+        for r in range(chunk * _CHUNK, min(count, (chunk + 1) * _CHUNK)):
+            direction = directions[r]
+            length = np.sqrt((direction * direction).sum())
+            margin = slack * length
+            first = 0
+            for leaf in range(leaves):
+                bound = radii[leaf] * length
+                for t in range(dim):
+                    bound += direction[t] * centres[leaf, t]
+                bounds[leaf] = bound
+                if bound > bounds[first]:
+                    first = leaf
+            best, runner, best_at, runner_at = -np.inf, -np.inf, -1, -1
+            for step in range(leaves + 1):
+                leaf = first if step == 0 else step - 1
+                if step > 0 and (leaf == first or bounds[leaf] + margin < runner):
+                    continue
+                begin, size = starts[leaf], starts[leaf + 1] - starts[leaf]
+                scores = _block_scores(points_t, direction, begin, size, block)
+                scanned[r] += 1
+                for c in range(size):
+                    value, key = scores[c], ids[begin + c]
+                    if value > best or (value == best and key < best_at):
+                        runner, runner_at, best, best_at = best, best_at, value, key
+                    elif value > runner or (value == runner and key < runner_at):
+                        runner, runner_at = value, key
+            top[r], second[r], top_at[r], second_at[r] = best, runner, best_at, runner_at
+    return top_at, top, second, second_at, scanned
