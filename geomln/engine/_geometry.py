@@ -22,6 +22,8 @@ PARALLEL_WORK = 4_000_000
 #: keys per warm-up round of :func:`decide`, and the fraction of them still finding a violator that ends it
 WARMUP_SAMPLE = 512
 WARMUP_DONE = 0.02
+#: LP rounds over a growing working set before the LP over all points
+_LP_ROUNDS = 8
 #: rows per block when measuring distances to the affine hull (bounds the temporary memory)
 _TAIL_BLOCK = 4096
 
@@ -173,8 +175,9 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
             sampling = need.mean() > WARMUP_DONE and pending.size > 4 * WARMUP_SAMPLE
         else:
             pending = pending[need]
+    working = np.unique(candidates % n)  # site ids -> point ids (site n + j is point j shifted down the ray)
     for slot in np.flatnonzero(decisions.status == kernels.STALLED):
-        solve_with_lp(points, n, keys[slot], ray, tol, slot, decisions)
+        solve_on_working_set(points, n, keys[slot], working, ray, tol, slot, decisions)
     return decisions
 
 
@@ -205,12 +208,78 @@ def _solve_with_all_sites(points, n, key, ray, tol, slot, decisions):
     return True
 
 
-def solve_with_lp(points, n, key, ray, tol, slot, decisions):
+def solve_on_working_set(points, n, key, working, ray, tol, slot, decisions, best_two=None):
+    """Decide key `slot` by the LP fallback over a working set, then over all points if that does not decide.
+
+    The LP over the working set ``W`` (:func:`solve_with_lp` on ``W`` and the key) either finds a combination
+    of points of ``W`` within `tol` of the key, a certificate for all points as it stands, or a witness that
+    separates the key from ``W``; that witness's margin over all points is recomputed exactly, and points
+    beating it join ``W`` for the next round. A witness is used only when its margin over all points exceeds
+    `tol`; after a few rounds (or if neither HiGHS nor Wolfe decides over ``W``) Wolfe's algorithm against all
+    points decides, or where it stalls, the LP over all points.
+
+    `best_two(direction, key)` returns the two best hull points other than `key` along `direction`, their
+    scores and the key's own score (default: a scan of the n points; a witness never favours the ray, whose
+    weight is kept >= 0, so the shifted sites of a bias problem never beat their originals).
+    """
+    best_two = _best_two_by_scan(points, n) if best_two is None else best_two
+    working = np.empty(0, dtype=np.intp) if working is None else np.unique(working[working != key])
+    for _ in range(_LP_ROUNDS if working.size else 0):
+        rows = np.append(working, key)
+        local = Decisions.empty(1, points.shape[1])
+        try:
+            solve_with_lp(points[rows], rows.size, rows.size - 1, ray, tol, 0, local)
+        except RuntimeError:
+            break
+        status = local.status[0]
+        if status == kernels.UNSELECTABLE or (status == kernels.CONVERGED and not local.margin[0] > -np.inf):
+            used = local.support[0] >= 0
+            decisions.status[slot], decisions.distance[slot] = status, local.distance[0]
+            decisions.support[slot] = -1
+            decisions.weights[slot] = 0.0
+            decisions.support[slot, : used.sum()] = working[local.support[0][used]]
+            decisions.weights[slot, : used.sum()] = local.weights[0][used]
+            return
+        direction = local.direction[0]
+        best, second, best_score, second_score, own_score = best_two(direction, key)
+        margin = own_score - best_score
+        if margin > tol:
+            decisions.status[slot] = kernels.SELECTABLE if margin > tol * BORDERLINE_FACTOR else kernels.CONVERGED
+            decisions.margin[slot], decisions.direction[slot] = margin, direction
+            decisions.distance[slot] = max(local.distance[0], margin)
+            return
+        beating = [k for k, score in ((best, best_score), (second, second_score))
+                   if k >= 0 and own_score - score < local.margin[0] and k not in working]
+        if not beating:
+            break
+        working = np.union1d(working, beating)
+    if not _solve_with_all_sites(points, n, key, ray, tol, slot, decisions):  # O(n d) per step: faster than HiGHS
+        solve_with_lp(points, n, key, ray, tol, slot, decisions, wolfe=False)
+
+
+def _best_two_by_scan(points, n):
+    """``best_two`` of :func:`solve_on_working_set` by scoring every hull point (the rows ``< n`` of `points`)."""
+
+    def best_two(direction, key):
+        scores = points[:n] @ direction
+        if key < n:
+            scores[key] = -np.inf
+        order = np.argsort(-scores, kind="stable")[:2] if n < 3 else np.argpartition(-scores, 1)[:2]
+        order = order[np.argsort(-scores[order], kind="stable")]
+        second = int(order[1]) if order.size > 1 else -1
+        return (int(order[0]), second, float(scores[order[0]]), float(scores[second]) if second >= 0 else -np.inf,
+                float(points[key] @ direction))
+
+    return best_two
+
+
+def solve_with_lp(points, n, key, ray, tol, slot, decisions, *, wolfe=True):
     """Decide key `slot` with two HiGHS linear programs (the fallback where Wolfe's algorithm stalled).
 
     HiGHS meets its constraints only to about 1e-7, so a solution is used only where it certifies the
     verdict by itself (a combination within `tol`, or a witness margin above `tol`, both recomputed
-    exactly); otherwise Wolfe's algorithm runs against all sites, which resolves distances near `tol`.
+    exactly); otherwise Wolfe's algorithm runs against all sites (unless `wolfe` is False: the caller ran
+    it already), which resolves distances near `tol`. Raises RuntimeError if nothing decides.
     """
     status, distance, margin, direction = decisions.status, decisions.distance, decisions.margin, decisions.direction
     from scipy.optimize import linprog  # imported here: scipy.optimize alone would double geomln's import time
@@ -269,7 +338,7 @@ def solve_with_lp(points, n, key, ray, tol, slot, decisions):
             distance[slot] = max(distance[slot], exact_margin)
             status[slot] = kernels.SELECTABLE if exact_margin > tol * BORDERLINE_FACTOR else kernels.CONVERGED
             return
-    if not _solve_with_all_sites(points, n, key, ray, tol, slot, decisions):
+    if not (wolfe and _solve_with_all_sites(points, n, key, ray, tol, slot, decisions)):
         raise RuntimeError(f"neither HiGHS nor Wolfe's algorithm decided key {key}; please report this input")
 
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from .._jit import get_num_threads
 from . import _kernels as kernels
-from ._geometry import BORDERLINE_FACTOR, PARALLEL_WORK, Decisions, solve_with_lp, wolfe_limits
+from ._geometry import BORDERLINE_FACTOR, PARALLEL_WORK, Decisions, wolfe_limits
+from ._geometry import solve_on_working_set as shared_solve
 
 __all__ = ["MIN_KEYS", "MAX_DIM", "ScoreTree", "most_keys_vertices", "witness_pass", "decide_local",
            "solve_on_working_set"]
@@ -33,7 +34,6 @@ _MAX_ADDED = 64  # keys a key's working set may gain before the LP decides it
 _MAX_TILTS = 10  # tilted directions per round in _between
 _PARALLEL_QUERIES = 4096  # tree queries from which a batch runs on numba's threads
 _COVER_SLACK = 1e-12  # relative slack of _covered against rounding (scores are rounded to ~1e-16 R)
-_LP_ROUNDS = 8  # LP rounds over a growing working set before the LP over all keys
 
 
 class ScoreTree:
@@ -343,46 +343,10 @@ def _joined(candidates, added):
 
 
 def solve_on_working_set(tree, key, working, tol, slot, decisions):
-    """Decide key `slot` by the LP fallback over its working set, then over all keys if that does not decide.
+    """Decide key `slot` by :func:`geomln.engine._geometry.solve_on_working_set`, witnesses checked through the tree."""
 
-    The LP over the working set ``W`` (:func:`geomln.engine._geometry.solve_with_lp` on ``W`` and the key)
-    either finds a combination of keys of ``W`` within `tol` of the key, a certificate for all keys as it
-    stands, or a witness that separates the key from ``W``; that witness's margin over all keys is
-    recomputed exactly through the tree, and keys beating it join ``W`` for the next round. A witness is
-    used only when its margin over all keys exceeds `tol`; after 8 rounds (or if neither HiGHS nor Wolfe
-    decides over ``W``) the LP over all keys decides, as on the engine's general path.
-    """
-    points = tree.points
-    m = points.shape[0]
-    working = np.empty(0, dtype=np.intp) if working is None else np.unique(working[working != key])
-    for _ in range(_LP_ROUNDS if working.size else 0):
-        rows = np.append(working, key)
-        local = Decisions.empty(1, points.shape[1])
-        try:
-            solve_with_lp(points[rows], rows.size, rows.size - 1, 0.0, tol, 0, local)
-        except RuntimeError:
-            break
-        status = local.status[0]
-        if status == kernels.UNSELECTABLE or (status == kernels.CONVERGED and not local.margin[0] > -np.inf):
-            used = local.support[0] >= 0
-            decisions.status[slot], decisions.distance[slot] = status, local.distance[0]
-            decisions.support[slot] = -1
-            decisions.weights[slot] = 0.0
-            decisions.support[slot, : used.sum()] = working[local.support[0][used]]
-            decisions.weights[slot, : used.sum()] = local.weights[0][used]
-            return
-        direction = local.direction[0]
+    def best_two(direction, key):
         best, second, best_score, second_score = tree.best(direction[None], np.array([key]))
-        own_score = float(direction @ tree.shifted[key])
-        margin = own_score - best_score[0]
-        if margin > tol:
-            decisions.status[slot] = kernels.SELECTABLE if margin > tol * BORDERLINE_FACTOR else kernels.CONVERGED
-            decisions.margin[slot], decisions.direction[slot] = margin, direction
-            decisions.distance[slot] = max(local.distance[0], margin)
-            return
-        beating = [k for k, score in ((best[0], best_score[0]), (second[0], second_score[0]))
-                   if own_score - score < local.margin[0] and k not in working]
-        if not beating:
-            break
-        working = np.union1d(working, beating)
-    solve_with_lp(points, m, key, 0.0, tol, slot, decisions)
+        return best[0], second[0], best_score[0], second_score[0], float(direction @ tree.shifted[key])
+
+    shared_solve(tree.points, tree.points.shape[0], key, working, 0.0, tol, slot, decisions, best_two)

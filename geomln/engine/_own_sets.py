@@ -9,8 +9,9 @@ Wolfe's algorithm against it settles the key when the distance is within `low` (
 certificate, whatever the set), and a separating witness is checked against all keys: a margin above `high` over
 every key settles it as selectable, else the best violating key joins that key's own set and the key is decided
 again, for a few rounds (the best key along each witness comes from :class:`~geomln.engine._blocks.BlockIndex`,
-exactly as a scan of all keys would give it). Everything else (borderline, stalled, unresolved after the rounds) goes through the
-general loop. The stopping distances and certificates are the engine's; only who is tried first changes.
+exactly as a scan of all keys would give it). Everything else (borderline, stalled, unresolved after the
+rounds) goes through the general loop. The stopping distances and certificates are the engine's; only who is
+tried first changes.
 """
 
 import numpy as np

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracles import certificate_failures, qhull_vertices
+from oracles import certificate_failures, lp_selectable, qhull_vertices
 
 from geomln import selectable_keys
 from geomln.engine import _blocks as blocks
@@ -147,3 +147,32 @@ def test_sampled_warm_up_keeps_the_verdicts_and_certificates(rng, monkeypatch, d
     vertices[qhull_vertices(keys)] = True
     np.testing.assert_array_equal(sampled.selectable_mask[~sampled.borderline_mask],
                                   vertices[~sampled.borderline_mask])
+
+
+# ------------------------------------------------------------------------------------------------
+# keys the decision loop leaves stalled: LP over the working set, then Wolfe or the LP over all keys
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_stalled_keys_get_verdicts_of_one_lp_per_key(rng, monkeypatch, with_bias):
+    keys = rng.standard_normal((300, 4))
+    bias = 0.3 * rng.standard_normal(300) if with_bias else None
+    for name in ("distance_to_hull_batch", "distance_to_hull_serial"):
+        kernel = getattr(geometry.kernels, name)
+
+        def stalling(*args, kernel=kernel):
+            st, *rest = kernel(*args)
+            st = st.copy()
+            st[::3] = geometry.kernels.STALLED  # a third of every round: the fallback decides them
+            return (st, *rest)
+
+        monkeypatch.setattr(geometry.kernels, name, stalling)
+    solved = []
+    solve = geometry.solve_on_working_set
+    monkeypatch.setattr(geometry, "solve_on_working_set", lambda *a, **k: solved.append(a[2]) or solve(*a, **k))
+    result = selectable_keys(keys, bias=bias)
+    assert len(solved) > 20
+    assert certificate_failures(keys, result, bias=bias) == {}
+    firm = ~result.borderline_mask
+    np.testing.assert_array_equal(result.selectable_mask[firm], lp_selectable(keys, bias)[firm])
