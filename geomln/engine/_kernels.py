@@ -11,6 +11,7 @@ indices ``c >= n`` stand for the virtual points ``points[c - n] - ray * e_last``
 import numpy as np
 
 from .._jit import inline_jit, jit, parallel_jit, prange
+from .._loops import dot
 
 #: statuses returned per key by :func:`distance_to_hull_batch`
 UNSELECTABLE = 0  # distance to the hull of the others <= low: certain
@@ -117,15 +118,6 @@ def _row_dot(matrix, row, x):
     total = 0.0
     for t in range(x.shape[0]):
         total += matrix[row, t] * x[t]
-    return total
-
-
-@jit
-def _dot(a, b):
-    """Return ``a . b`` of two vectors, as a plain loop (no temporary array, unlike ``(a * b).sum()``)."""
-    total = 0.0
-    for t in range(a.shape[0]):
-        total += a[t] * b[t]
     return total
 
 
@@ -320,13 +312,13 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, hi
     separated = False
     valid = np.intp(0)  # QR columns that match the corral (np.intp: a literal 0 would compile _minor_cycle twice)
     for _ in range(max_major):
-        norm2 = _dot(x, x)
+        norm2 = dot(x, x)
         if norm2 <= low * low:
             stalled = False
             break
         _normal_part(workspace[0], valid, x, normal)
-        normal_norm = max(np.sqrt(_dot(normal, normal)), 1e-300)
-        origin_dot = _dot(origin, normal)
+        normal_norm = max(np.sqrt(dot(normal, normal)), 1e-300)
+        origin_dot = dot(origin, normal)
         _scores_into(cand_t, normal, scores)
         entering = -1
         smallest = np.inf
@@ -384,7 +376,7 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
     for k in range(ids.shape[0]):
         support[row, k] = ids[k]
         weights[row, k] = w[k]
-    norm = np.sqrt(_dot(x, x))
+    norm = np.sqrt(dot(x, x))
     distance[row] = norm
     if norm <= low:
         status[row] = UNSELECTABLE
@@ -393,7 +385,7 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
         status[row] = STALLED
         return
     # witness q = -normal / |normal|: margin over site c is q.(p_key - p_c) = (normal.p_c - normal.p_key) / |normal|
-    normal_norm = max(np.sqrt(_dot(normal, normal)), 1e-300)
+    normal_norm = max(np.sqrt(dot(normal, normal)), 1e-300)
     scores = np.empty(sites_t.shape[1])
     _scores_into(sites_t, normal, scores)
     worst = np.inf
@@ -402,7 +394,7 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
         if scores[c] < worst and c != key and c != key_ray:
             worst = scores[c]
             worst_at = c
-    margin[row] = (worst - _dot(origin, normal)) / normal_norm
+    margin[row] = (worst - dot(origin, normal)) / normal_norm
     for t in range(dim):
         direction[row, t] = -normal[t] / normal_norm
     if margin[row] > high:
@@ -583,7 +575,7 @@ def _reflection_certifies(points, points_t, key, high, reflections, scores, quer
     for _ in range(reflections):
         top_at, top, second = _scan_row(points_t, query, scores)
         if top_at == key:
-            return top - second > high * np.sqrt(_dot(query, query))
+            return top - second > high * np.sqrt(dot(query, query))
         along, length2 = 0.0, 0.0
         for t in range(dim):
             step = points[key, t] - points[top_at, t]
@@ -640,7 +632,7 @@ def _count_unselectable_in_set(points, ids, low, high, max_major, out):
             if support[0, k] >= 0:
                 for t in range(dim):
                     residual[t] -= weights[0, k] * points[support[0, k], t]
-        if np.sqrt(_dot(residual, residual)) > 10.0 * low:
+        if np.sqrt(dot(residual, residual)) > 10.0 * low:
             return False, 0
         unselectable += 1
     return True, unselectable

@@ -7,6 +7,7 @@ fastmath: the duality gaps computed here are certificates.
 import numpy as np
 
 from .._jit import jit, parallel_jit, prange
+from .._loops import dot
 
 MAX_ITERATIONS = 200  # Newton iterations per continuation stage
 _LINE_SEARCH_STEPS = 60
@@ -31,7 +32,7 @@ def solve_keys(keys, bias, rows, radii, scale, tol, loose_tol, queries, values, 
 @jit
 def _solve_key(keys, bias, i, radii, scale, tol, loose_tol, q):
     n, d = keys.shape
-    length = np.sqrt(_dot(keys[i], keys[i]))
+    length = np.sqrt(dot(keys[i], keys[i]))
     for a in range(d):
         q[a] = keys[i, a] * (radii[0] / length) if length > 0 else 0.0
     p = np.empty(n)
@@ -45,7 +46,7 @@ def _solve_key(keys, bias, i, radii, scale, tol, loose_tol, q):
     previous = radii[0]
     for stage in range(radii.shape[0]):
         current = radii[stage]
-        if stage > 0 and np.sqrt(_dot(q, q)) >= previous * (1 - 1e-6):
+        if stage > 0 and np.sqrt(dot(q, q)) >= previous * (1 - 1e-6):
             q *= current / previous
         stage_tol = tol if stage == radii.shape[0] - 1 else loose_tol
         f, gap, count = _newton(keys, bias, i, q, current, scale, stage_tol, p, gradient, weighted, hessian,
@@ -61,7 +62,7 @@ def _newton(keys, bias, i, q, radius, scale, tol, p, gradient, weighted, hessian
     f = _objective(keys, bias, i, q, scale, p, gradient, True)
     gap = _gap(q, f, gradient, radius)
     count = 0
-    mu = max(0.0, -_dot(q, gradient)) / (radius * radius)  # exact at an optimum on the boundary (g = -mu q)
+    mu = max(0.0, -dot(q, gradient)) / (radius * radius)  # exact at an optimum on the boundary (g = -mu q)
     step = work[0]
     while gap > tol and count < MAX_ITERATIONS:
         count += 1
@@ -124,7 +125,7 @@ def _objective(keys, bias, i, q, scale, p, gradient, with_gradient):
 @jit
 def _gap(q, f, gradient, radius):
     """Duality gap in -log weight; never above f itself, since no weight exceeds 1."""
-    gap = radius * np.sqrt(_dot(gradient, gradient)) + _dot(q, gradient)
+    gap = radius * np.sqrt(dot(gradient, gradient)) + dot(q, gradient)
     return min(max(gap, 0.0), max(f, 0.0))
 
 
@@ -188,18 +189,18 @@ def _ball_minimiser(hessian, q, gradient, radius, mu, factor, x, target, work):
             row += abs(hessian[a, b])
         largest = max(largest, row)
     shift = 1e-14 * (1.0 + trace)
-    mu = max(mu, np.sqrt(_dot(target, target)) / radius - largest)  # |x(mu)| >= |t| / (largest + mu)
+    mu = max(mu, np.sqrt(dot(target, target)) / radius - largest)  # |x(mu)| >= |t| / (largest + mu)
     for _ in range(_SECULAR_STEPS):
         while not _cholesky(hessian, shift + mu, factor):
             shift *= 10.0
         _solve_lower(factor, target, work)
         _solve_upper(factor, work, x)
-        length = np.sqrt(_dot(x, x))
+        length = np.sqrt(dot(x, x))
         if abs(length - radius) <= 1e-9 * radius or (mu == 0.0 and length <= radius):
             break
         _solve_lower(factor, x, work)
-        mu = max(0.0, mu + (length * length / _dot(work, work)) * (length - radius) / radius)
-    length = np.sqrt(_dot(x, x))
+        mu = max(0.0, mu + (length * length / dot(work, work)) * (length - radius) / radius)
+    length = np.sqrt(dot(x, x))
     if length > radius:
         x *= radius / length
     return mu
@@ -251,11 +252,3 @@ def _solve_upper(factor, right, out):
         for c in range(a + 1, d):
             total -= factor[a, c] * out[c]
         out[a] = total / factor[a, a]
-
-
-@jit
-def _dot(u, v):
-    total = 0.0
-    for a in range(u.shape[0]):
-        total += u[a] * v[a]
-    return total
