@@ -1,7 +1,8 @@
 """Numba kernels of :mod:`geomln.attention`: per-key projected Newton for the largest softmax weight on a ball.
 
 One key per ``prange`` slot; every array argument is float64 C-contiguous (``rows`` np.intp). No
-fastmath: the duality gaps computed here are certificates.
+fastmath: the duality gaps computed here are certificates. The Hessian's product calls BLAS from the threads:
+run the kernel with one BLAS thread (:func:`geomln._blas.one_blas_thread`).
 """
 
 import numpy as np
@@ -131,7 +132,7 @@ def _gap(q, f, gradient, radius):
 
 @jit
 def _hessian(keys, p, scale, weighted, hessian):
-    """Hessian ``scale^2 sum_j p_j (k_j - m)(k_j - m)^T`` (m = p @ keys), O(n d^2).
+    """Hessian ``scale^2 sum_j p_j (k_j - m)(k_j - m)^T`` (m = p @ keys), O(n d^2), as one product ``W^T W``.
 
     Keys with ``p_j < 1e-18 max(p)`` are left out: they change the model by less than rounding does (the
     Hessian only shapes the step; the gaps use the exact gradient).
@@ -150,19 +151,7 @@ def _hessian(keys, p, scale, weighted, hessian):
             for a in range(d):
                 weighted[rows, a] = root * (keys[j, a] - mean[a])
             rows += 1
-    hessian[:, :] = 0.0
-    for j in range(0, rows - 3, 4):  # four rows at a time: one pass over H per four products
-        for a in range(d):
-            x0, x1, x2, x3 = weighted[j, a], weighted[j + 1, a], weighted[j + 2, a], weighted[j + 3, a]
-            row = hessian[a]
-            for b in range(d):
-                row[b] += (x0 * weighted[j, b] + x1 * weighted[j + 1, b] + x2 * weighted[j + 2, b]
-                           + x3 * weighted[j + 3, b])
-    for j in range(rows - rows % 4, rows):
-        for a in range(d):
-            x0 = weighted[j, a]
-            for b in range(d):
-                hessian[a, b] += x0 * weighted[j, b]
+    np.dot(weighted[:rows].T, weighted[:rows], hessian)  # BLAS (numba calls scipy's): a few times the loops' speed
 
 
 @jit

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._jit import get_num_threads
 from .._validation import as_points, as_tol, as_vector
 from ..errors import GeomlnWarning, InputError
@@ -177,8 +178,9 @@ def max_attention(keys, *, query_norm, bias=None, scale=None, tol=1e-9, progress
               delay=_PROGRESS_DELAY, leave=False, dynamic_ncols=True) as bar:
         for rows in _chunks(n, d):
             block = slice(rows[0], rows[-1] + 1)
-            solve_keys(centred, offsets, rows, radii, float(scale), tol, max(tol, _LOOSE_TOL), queries[block],
-                       f[block], gaps[block], iterations[block])
+            with one_blas_thread():  # the kernel's threads each call BLAS
+                solve_keys(centred, offsets, rows, radii, float(scale), tol, max(tol, _LOOSE_TOL), queries[block],
+                           f[block], gaps[block], iterations[block])
             bar.update(rows.size)
     if np.any(gaps > tol):
         bad = np.flatnonzero(gaps > tol)
