@@ -61,6 +61,24 @@ def test_tiled_top_two_matches_numpy(rng, m, b):
     np.testing.assert_allclose(second, np.sort(scores, axis=1)[:, -2], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", ["lattice", "rising"])
+def test_tiled_top_two_keeps_the_earlier_key_across_tiles(rng, shape):
+    # integer keys and queries: exact scores, ties within and across tiles; "rising": every key beats the last
+    if shape == "lattice":
+        points = rng.integers(-2, 3, (5000, 4)).astype(float)
+        queries = rng.integers(-2, 3, (300, 4)).astype(float)
+    else:
+        points = np.repeat(np.arange(2500.0), 2)[:, None] * np.ones((1, 4))
+        queries = np.abs(rng.integers(1, 4, (300, 4))).astype(float)
+    top_at, top, second, second_at = scan_kernels.tiled_top_two(points, queries)
+    scores = queries @ points.T
+    order = np.argsort(-scores, axis=1, kind="stable")
+    np.testing.assert_array_equal(top_at, order[:, 0])
+    np.testing.assert_array_equal(second_at, order[:, 1])
+    np.testing.assert_array_equal(top, scores.max(axis=1))
+    np.testing.assert_array_equal(second, np.take_along_axis(scores, order[:, 1:2], axis=1)[:, 0])
+
+
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2")
 def test_top_columns_gives_identical_results_on_one_and_two_threads(rng):
     points = rng.standard_normal((3000, 6))
