@@ -51,7 +51,7 @@ class BlockIndex:
         scale = float(np.linalg.norm(self.points, axis=1).max(initial=0.0))
         self.radii = np.maximum.reduceat(offsets, starts[:-1]) * (1 + _SLACK) + _SLACK * scale
         self.slack = 4 * _SLACK * (scale + float(np.abs(self.centres).sum(axis=1).max(initial=0.0)))
-        self.pays = None  # decided by the first batch of directions
+        self.pays = None  # decided by the first _PROBE directions of the first batch of at least that many
 
     def top_two(self, directions):
         """Return ``(top_at, top, second, second_at)`` along each row of `directions` (b, dim).
@@ -60,11 +60,14 @@ class BlockIndex:
         row id along each direction and their scores (``-1`` and ``-inf`` when there is no second row).
         """
         directions = np.ascontiguousarray(directions, dtype=np.float64)
+        if self.pays is None and directions.shape[0] > _PROBE:  # the probe decides how the rest is scored
+            first, rest = self.top_two(directions[:_PROBE]), self.top_two(directions[_PROBE:])
+            return tuple(np.concatenate([a, b]) for a, b in zip(first, rest, strict=True))
         if self.pays is False:
             return scan_kernels.tiled_top_two(self.points, directions)
         *result, scanned = scan_kernels.pruned_top_two(self.points_t, self.ids, self.starts, self.centres,
                                                        self.radii, self.slack, directions)
-        if self.pays is None and directions.shape[0] >= _PROBE:
+        if self.pays is None and directions.shape[0] == _PROBE:
             self.pays = bool(scanned.mean() <= _MAX_SCANNED * self.radii.size)
         return tuple(result)
 

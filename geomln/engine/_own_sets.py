@@ -7,11 +7,11 @@ score highest along its own direction (the facet region its ray leaves through) 
 axes (a polytope round the centre). Here each key first gets such a set of about ``4 dim`` certified vertices;
 Wolfe's algorithm against it settles the key when the distance is within `low` (the combination is the
 certificate, whatever the set), and a separating witness is checked against all keys: a margin above `high` over
-every key settles it as selectable, else the best violating key joins that key's own set and the key is decided
-again, for a few rounds (the best key along each witness comes from :class:`~geomln.engine._blocks.BlockIndex`,
-exactly as a scan of all keys would give it). Everything else (borderline, stalled, unresolved after the
-rounds) goes through the general loop. The stopping distances and certificates are the engine's; only who is
-tried first changes.
+every key settles it as selectable, else the best violating key (and the next one, where it violates too) joins
+that key's own set and the key is decided again, for up to :data:`ROUNDS` rounds (the best keys along each
+witness come from :class:`~geomln.engine._blocks.BlockIndex`, exactly as a scan of all keys would give them).
+Everything else (borderline, stalled, unresolved after the rounds) goes through the general loop. The stopping
+distances and certificates are the engine's; only who is tried first changes.
 """
 
 import numpy as np
@@ -26,7 +26,8 @@ __all__ = ["MIN_KEYS", "settle_with_own_sets"]
 #: the engine uses own sets from this many keys on (below it the shared working set is cheap enough)
 MIN_KEYS = 5000
 
-ROUNDS = 3  # per-key Clarkson rounds before a key is left to the general loop
+ROUNDS = 32  # per-key Clarkson rounds before a key is left to the general loop (in 16-D a round settles 10-20 %)
+_MIN_SETTLED = 0.05  # from the fourth round on, the rounds stop once one settles less than this share of its keys
 _POOL = 4096  # seeds the sets are drawn from, at most
 _MIN_SEEDS_PER_DIM = 4  # below this many seeds per dimension the sets would be the seeds themselves
 
@@ -50,11 +51,16 @@ def _own_sets(points, keys, seeds):
 
 
 def _best_other(index, directions, keys):
-    """Return the best point other than each key along its direction, its score and the key's own score."""
+    """Return the best point other than each key along its direction, its score and the key's own score.
+
+    Then the next other point where the top two tell it (else -1), and its score.
+    """
     top_at, top, second, second_at = index.top_two(directions)
     own = top_at == keys
+    # the next other key, where known (not when the key itself is first or second)
+    runner = np.where(own | (second_at == keys), -1, second_at)
     return (np.where(own, second_at, top_at), np.where(own, second, top),
-            np.einsum("bd,bd->b", directions, index.points[keys]))
+            np.einsum("bd,bd->b", directions, index.points[keys]), runner, second)
 
 
 def settle_with_own_sets(points, keys, seeds, tol):
@@ -90,13 +96,14 @@ def settle_with_own_sets(points, keys, seeds, tol):
     index = BlockIndex(points)
     pending = np.arange(keys.size)
     found = []
-    for _ in range(ROUNDS):
+    for round_ in range(ROUNDS):
         work = pending.size * candidates.shape[1] ** 2 * dim  # about the flops of the Wolfe runs
         kernel = kernels.distance_to_own_hulls if work > PARALLEL_WORK else kernels.distance_to_own_hulls_serial
         st, dist, marg, direc, supp, wts, _ = kernel(points, keys[pending], candidates, low, high, max_major)
         done = st == kernels.UNSELECTABLE
         witnessed = np.flatnonzero((st == kernels.SELECTABLE) | (st == kernels.CONVERGED))
-        best, best_score, own_score = _best_other(index, direc[witnessed], keys[pending[witnessed]])
+        best, best_score, own_score, runner, runner_score = _best_other(index, direc[witnessed],
+                                                                       keys[pending[witnessed]])
         margin = np.minimum(own_score - best_score, marg[witnessed])
         certain = (st[witnessed] == kernels.SELECTABLE) & (margin > high)
         done[witnessed[certain]] = True
@@ -112,9 +119,13 @@ def settle_with_own_sets(points, keys, seeds, tol):
         decisions.support[slots, : supp.shape[1]], decisions.weights[slots, : wts.shape[1]] = supp[done], wts[done]
         violator = np.full(pending.size, -1, dtype=np.intp)
         violator[witnessed] = best
-        found.append(violator[need])
-        candidates = np.ascontiguousarray(np.column_stack([candidates[need], violator[need]]))
+        also = np.full(pending.size, -1, dtype=np.intp)
+        also[witnessed] = np.where((runner >= 0) & (own_score - runner_score < marg[witnessed]), runner, -1)
+        also[need] = np.where((candidates[need] == also[need][:, None]).any(axis=1), -1, also[need])
+        found += [violator[need], also[need][also[need] >= 0]]
+        candidates = np.ascontiguousarray(np.column_stack([candidates[need], violator[need], also[need]]))
+        enough = round_ < 3 or np.count_nonzero(done) >= _MIN_SETTLED * pending.size
         pending = pending[need]
-        if pending.size == 0:
+        if pending.size == 0 or not enough:
             break
     return decisions, settled, np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.intp)
