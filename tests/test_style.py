@@ -31,7 +31,7 @@ ALLOWED = {
     "cli": {"__init__", "plotting", "experiments", "models", "montecarlo", "engine", "geometry", "hull"},
     "__main__": {"cli"},
 }
-GROUND = {"errors", "_validation", "_jit", "_blas", "_files", "_version", "_aliases", "executors"}
+GROUND = {"errors", "_validation", "_jit", "_loops", "_blas", "_files", "_version", "_aliases", "executors"}
 
 
 def _part(module):
