@@ -1,9 +1,9 @@
-"""Numba kernels that score many directions against a point set: the best columns per row, running top two.
+"""Kernels that score many directions against a point set: the best rows per direction, running top two.
 
 Inputs are finite, C-contiguous float64 arrays in normalized coordinates; indices are ``np.intp``. Scores are
-computed a block of columns at a time into a small workspace along contiguous memory (the inner loop
-vectorises) and never stored as a matrix. Each row's result depends on that row alone, so the results do not
-depend on the number of threads.
+computed as BLAS tiles folded into running results (or, for the pruned scan, a block of points at a time along
+contiguous memory) and never stored as a matrix. Each direction's result depends on that direction alone, so
+the results do not depend on the number of threads.
 """
 
 import numpy as np
@@ -11,7 +11,6 @@ import numpy as np
 from .._jit import jit, parallel_jit, prange
 
 _CHUNK = 64  # rows per thread task (they share one workspace)
-_BLOCK = 512  # columns scored at a time (a 4 KiB workspace)
 
 
 @jit
@@ -25,52 +24,6 @@ def _block_scores(columns_t, direction, begin, width, block):
         for c in range(width):
             scores[c] += weight * row[c]
     return scores
-
-
-@jit
-def _top_columns_row(columns_t, direction, best, values, block):
-    """Write into `best` the indices of the ``best.size`` columns scoring highest along `direction`."""
-    count = columns_t.shape[1]
-    width = best.shape[0]
-    filled = 0
-    lowest_at = 0
-    for begin in range(0, count, _BLOCK):
-        size = min(count - begin, _BLOCK)
-        scores = _block_scores(columns_t, direction, begin, size, block)
-        for c in range(size):
-            value = scores[c]
-            if filled < width:
-                best[filled] = begin + c
-                values[filled] = value
-                filled += 1
-                if filled == width:
-                    for k in range(width):
-                        if values[k] < values[lowest_at]:
-                            lowest_at = k
-            elif value > values[lowest_at]:
-                best[lowest_at] = begin + c
-                values[lowest_at] = value
-                for k in range(width):
-                    if values[k] < values[lowest_at]:
-                        lowest_at = k
-
-
-@parallel_jit
-def top_columns(directions, columns_t, width):
-    """For each row of `directions` (b, dim), the `width` columns of `columns_t` (dim, c) scoring highest.
-
-    Requires ``width <= c``. Returns an intp array (b, width) of column indices in no particular order (ties
-    go to the earlier column).
-    """
-    count = directions.shape[0]
-    best = np.empty((count, width), dtype=np.intp)
-    chunks = (count + _CHUNK - 1) // _CHUNK
-    for chunk in prange(chunks):
-        block = np.empty(_BLOCK)
-        values = np.empty(width)
-        for r in range(chunk * _CHUNK, min(count, (chunk + 1) * _CHUNK)):
-            _top_columns_row(columns_t, directions[r], best[r], values, block)
-    return best
 
 
 @jit
@@ -106,16 +59,9 @@ TILE_KEYS = 2048  # keys per tile of tiled_top_two (a 4 MiB tile with TILE_QUERI
 TILE_QUERIES = 256  # query directions per tile
 
 
-def tiled_top_two(points, queries):
-    """Return the two best rows of `points` (m, dim) along each row of `queries` (b, dim), a BLAS tile at a time.
-
-    Each tile ``points[keys] @ queries[chunk].T`` (at most TILE_KEYS x TILE_QUERIES) is folded into running
-    top-two scores by :func:`fold_top_two`; no score matrix is stored. Returns ``(top_at, top, second,
-    second_at)`` (intp, float, float, intp arrays of length b).
-    """
+def _tiles(points, queries):
+    """Yield ``(scores, first_key, slots)``: BLAS tiles ``points[keys] @ queries[slots].T`` covering all pairs."""
     count = queries.shape[0]
-    top, second = np.full(count, -np.inf), np.full(count, -np.inf)
-    top_at, second_at = np.full(count, -1, dtype=np.intp), np.full(count, -1, dtype=np.intp)
     tile = np.empty((TILE_KEYS, min(count, TILE_QUERIES)))
     for begin in range(0, count, TILE_QUERIES):
         end = min(count, begin + TILE_QUERIES)
@@ -126,10 +72,66 @@ def tiled_top_two(points, queries):
             if end - begin < tile.shape[1]:
                 scores = np.empty((keys.shape[0], end - begin))
             np.dot(keys, queries_t, out=scores)
-            scan_slots = slice(begin, end)
-            fold_top_two(scores, first, top[scan_slots], second[scan_slots], top_at[scan_slots],
-                         second_at[scan_slots])
+            yield scores, first, slice(begin, end)
+
+
+def tiled_top_two(points, queries):
+    """Return the two best rows of `points` (m, dim) along each row of `queries` (b, dim), a BLAS tile at a time.
+
+    Each tile ``points[keys] @ queries[chunk].T`` (at most TILE_KEYS x TILE_QUERIES) is folded into running
+    top-two scores by :func:`fold_top_two`; no score matrix is stored. Returns ``(top_at, top, second,
+    second_at)`` (intp, float, float, intp arrays of length b).
+    """
+    count = queries.shape[0]
+    top, second = np.full(count, -np.inf), np.full(count, -np.inf)
+    top_at, second_at = np.full(count, -1, dtype=np.intp), np.full(count, -1, dtype=np.intp)
+    for scores, first, slots in _tiles(points, queries):
+        fold_top_two(scores, first, top[slots], second[slots], top_at[slots], second_at[slots])
     return top_at, top, second, second_at
+
+
+@jit
+def fold_top_columns(tile, first_key, best, values, floor, floor_at):
+    """Fold a tile of scores (keys, directions) into the running `width` best keys per direction.
+
+    ``best[r]`` and ``values[r]`` (directions, width) hold the keys kept for direction r and their scores,
+    ``floor[r]`` the lowest of them and ``floor_at[r]`` its slot (the latest key among equal lowest scores). A key
+    displaces the floor only by beating it, so ties keep the earlier keys; rows that beat no floor cost one
+    vectorised comparison per score.
+    """
+    keys, count = tile.shape
+    width = best.shape[1]
+    for k in range(keys):
+        scores = tile[k]
+        beats = 0
+        for r in range(count):
+            beats += scores[r] > floor[r]
+        if beats == 0:
+            continue
+        for r in range(count):
+            if scores[r] > floor[r]:
+                best[r, floor_at[r]] = first_key + k
+                values[r, floor_at[r]] = scores[r]
+                lowest, at = values[r, 0], 0
+                for j in range(1, width):  # among equal lowest scores the latest key goes first
+                    if values[r, j] < lowest or (values[r, j] == lowest and best[r, j] > best[r, at]):
+                        lowest, at = values[r, j], j
+                floor[r], floor_at[r] = lowest, at
+
+
+def top_columns(points, queries, width):
+    """For each row of `queries` (b, dim), the `width` rows of `points` (m, dim) scoring highest, a BLAS tile at a time.
+
+    Requires ``width <= m``. Returns an intp array (b, width) of row indices in no particular order (ties go to
+    the earlier row).
+    """
+    count = queries.shape[0]
+    best = np.full((count, width), -1, dtype=np.intp)
+    values = np.full((count, width), -np.inf)
+    floor, floor_at = np.full(count, -np.inf), np.zeros(count, dtype=np.intp)
+    for scores, first, slots in _tiles(points, queries):
+        fold_top_columns(scores, first, best[slots], values[slots], floor[slots], floor_at[slots])
+    return best
 
 
 @parallel_jit
