@@ -51,7 +51,7 @@ class ScoreTree:
         self.tree = cKDTree(self.lifted, balanced_tree=False)
         self.own_top = None  # (m, k) top scorers of each key's own direction, set by witness_pass
         self.own_floor = None  # (m,) and the lowest of their scores
-        self.own_certifies = False  # whether most keys' own directions certify them (set by most_keys_vertices)
+        self.own_share = 0.0  # share of a sample of keys whose own directions certify them (most_keys_vertices)
 
     def top(self, directions, count):
         """Return the `count` + 1 keys with the highest scores along each unit direction, best first.
@@ -176,15 +176,15 @@ def most_keys_vertices(tree, tol):
 
     Decided by :func:`decide_local`: the keys it finds certainly unselectable are the deep ones. (From about a
     quarter on, the engine's shared working set grows towards the many vertices and its checks scan all keys,
-    which costs more than per-key working sets do for the interior keys.) Also records on the tree whether most
-    of the sample's own directions certify their keys (``own_certifies``), for :func:`witness_pass`.
+    which costs more than per-key working sets do for the interior keys.) Also records on the tree the share of the
+    sample whose own directions certify them (``own_share``), for :func:`witness_pass` and the engine's choice.
     """
     m = tree.points.shape[0]
     sample = np.sort(np.random.default_rng(0).choice(m, min(_SAMPLE, m), replace=False))
     keys, directions = _own_directions(tree.shifted, sample)
     top, scores = tree.top(directions, 1)
     certified = (top[:, 0] == keys) & (scores[:, 0] - scores[:, 1] > BORDERLINE_FACTOR * tol)
-    tree.own_certifies = np.count_nonzero(certified) > 0.5 * sample.size  # the witness pass needs no seeds
+    tree.own_share = np.count_nonzero(certified) / sample.size
     decisions = decide_local(tree, sample, tol)
     return np.count_nonzero(decisions.status != kernels.UNSELECTABLE) > _VERTEX_SHARE * sample.size
 
@@ -199,7 +199,7 @@ def witness_pass(tree):
     """
     points = tree.points
     m, dim = points.shape
-    width = min(_PROPOSED - 1 if tree.own_certifies else 2 * dim + 2, m - 1)
+    width = min(_PROPOSED - 1 if tree.own_share > 0.5 else 2 * dim + 2, m - 1)  # most certify: no seeds needed
     keys, directions = _own_directions(tree.shifted, np.arange(m))
     top, scores = tree.top(directions, width)
     tree.own_top = np.full((m, top.shape[1]), -1, dtype=np.intp)

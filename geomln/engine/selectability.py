@@ -43,6 +43,8 @@ _WHITEN_MAX_RATIO = 1e4  # and by at most this (beyond it the certificates' roun
 _WHITEN_MIN_KEYS = 64  # small sets gain nothing from it
 _TREE_PROBE = 64  # keys whose own directions are scanned before the score tree is considered
 _TREE_OWN_WINS = 0.25  # the score tree is considered only where at least this fraction of them win their own
+_TREE_INSIDE_MAX_DIM = 7  # above it the score tree is used only where most keys certify themselves (see _decide_all)
+_TREE_INSIDE_OWN_SHARE = 0.75
 _TREE_ALWAYS_DIM = 3  # up to R^3 the tree's own probe costs milliseconds: no pre-probe (it misjudges a circle
 # with keys inside, whose own directions lose to neighbours once the centre is off by more than their spacing)
 
@@ -350,9 +352,9 @@ def selectable_keys(keys, *, bias=None, tol=None, method="auto"):
     ``d <= 4`` dimensions, the keys strictly inside polytopes spanned by extreme keys are first certified in
     a few linear passes (fan triangulations, see ``geomln/engine/_lowdim.py``) and only the rest go through the
     steps above; the verdicts are the same. Without a bias, from 4,096 keys spanning at most 8 dimensions of which
-    over a quarter lie farther than ``tol / 10`` from the others' hull (spheres), a k-d tree proposes the top
-    scores of the scan and the checks, and each key gets its own working set (``geomln/engine/_local.py``):
-    ``O(n log n)`` instead of ``O(n^2 d)``, with the same rules.
+    over a quarter lie farther than ``tol / 10`` from the others' hull (spheres; in 8 dimensions only where most
+    keys win their own direction), a k-d tree proposes the top scores of the scan and the checks, and each key gets
+    its own working set (``geomln/engine/_local.py``): ``O(n log n)`` instead of ``O(n^2 d)``, with the same rules.
 
     Examples
     --------
@@ -417,7 +419,12 @@ def _decide_all(lifted, m, tol, has_bias, method):
         if (method != "lp" and not has_bias and m >= local.MIN_KEYS and lifted.shape[1] <= local.MAX_DIM
                 and (lifted.shape[1] <= _TREE_ALWAYS_DIM or _own_win_fraction(lifted) >= _TREE_OWN_WINS)):
             tree = local.ScoreTree(lifted)
-            tree = tree if local.most_keys_vertices(tree, tol) else None
+            vertices = local.most_keys_vertices(tree, tol)
+            # in R^8 the tree's queries for the working sets of keys inside cost more than the BLAS scan and own
+            # sets (a sphere with as many keys inside: 30 s against 13 s); the tree stays where most keys certify
+            # themselves
+            tree = tree if vertices and (lifted.shape[1] <= _TREE_INSIDE_MAX_DIM
+                                         or tree.own_share >= _TREE_INSIDE_OWN_SHARE) else None
         if method != "lp":
             scanned = _witness_scan(lifted, m, has_bias) if tree is None else local.witness_pass(tree)
             scan_margin, scan_direction = scanned

@@ -89,6 +89,22 @@ def test_tree_path_runs_on_circles_where_every_key_is_borderline(rng):
     assert np.all((result.margins > result.tol) & (result.margins < 10 * result.tol))
 
 
+@pytest.mark.parametrize("inside, expected", [(False, True), (True, False)])
+def test_in_r8_the_tree_path_needs_keys_that_certify_themselves(rng, monkeypatch, inside, expected):
+    keys = sphere_and_inside(N, 8, rng) if inside else sphere(N, 8, rng)
+    monkeypatch.setattr(local, "MIN_KEYS", 100)
+    used = []
+    witness_pass = local.witness_pass
+    monkeypatch.setattr(local, "witness_pass", lambda tree: used.append(tree) or witness_pass(tree))
+    result = selectable_keys(keys)
+    assert bool(used) == expected
+    assert certificate_failures(keys, result) == {}
+    monkeypatch.setattr(local, "MIN_KEYS", 10**9)
+    general = selectable_keys(keys)
+    firm = ~result.borderline_mask & ~general.borderline_mask
+    np.testing.assert_array_equal(result.selectable_mask[firm], general.selectable_mask[firm])
+
+
 def test_mostly_interior_sets_keep_the_general_path(rng):
     keys = rng.standard_normal((5000, 3))
     tree = local.ScoreTree(keys)
