@@ -189,3 +189,23 @@ def test_ill_conditioned_keys_beyond_the_whitening_limit_take_the_plain_path(rng
 def test_round_keys_are_not_whitened(rng):
     lifted = selectability.affine_frame(rng.standard_normal((2000, 8)), 1e-9).coords
     assert selectability._whitening_gains(lifted, 1e-9) is None
+
+
+def test_witness_scan_stops_where_the_far_keys_stop_winning(rng, monkeypatch):
+    # half the keys on S^7, half inside: once the scan, farthest first, reaches the keys inside, it stops there
+    d, n = 8, 6000
+    keys = rng.standard_normal((n, d))
+    keys /= np.linalg.norm(keys, axis=1)[:, None]
+    keys[n // 2:] *= 0.8 * rng.uniform(0, 1, (n - n // 2, 1)) ** (1 / d)
+    monkeypatch.setattr(selectability, "_SCAN_CHUNK", 512)
+    scanned = []
+    scan_rows = selectability._scan_rows
+    monkeypatch.setattr(selectability, "_scan_rows", lambda directions, norms, rows, *rest: scanned.append(
+        rows.size) or scan_rows(directions, norms, rows, *rest))
+    result = selectable_keys(keys)
+    assert sum(scanned) <= n - 1024  # a full scan: every key's direction (and a 64-key probe)
+    assert certificate_failures(keys, result) == {}
+    assert result.selectable_mask[: n // 2].all()
+    general = _general(keys, monkeypatch)
+    firm = ~result.borderline_mask & ~general.borderline_mask
+    np.testing.assert_array_equal(result.selectable_mask[firm], general.selectable_mask[firm])
