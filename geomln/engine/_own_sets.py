@@ -27,7 +27,8 @@ __all__ = ["MIN_KEYS", "settle_with_own_sets"]
 MIN_KEYS = 5000
 
 ROUNDS = 32  # per-key Clarkson rounds before a key is left to the general loop (in 16-D a round settles 10-20 %)
-_MIN_SETTLED = 0.05  # from the fourth round on, the rounds stop once one settles less than this share of its keys
+_MIN_SETTLED = 0.05  # after the first rounds, the rounds stop once one settles less than this share of its keys
+_FIRST_ROUNDS = 3
 _MIN_SEEDS_PER_DIM = 4  # below this many seeds per dimension the sets would be the seeds themselves
 
 
@@ -123,7 +124,7 @@ def settle_with_own_sets(points, keys, seeds, tol):
         also[need] = np.where((candidates[need] == also[need][:, None]).any(axis=1), -1, also[need])
         found += [violator[need], also[need][also[need] >= 0]]
         candidates = np.ascontiguousarray(np.column_stack([candidates[need], violator[need], also[need]]))
-        enough = round_ < 3 or np.count_nonzero(done) >= _MIN_SETTLED * pending.size
+        enough = round_ < _FIRST_ROUNDS or np.count_nonzero(done) >= _MIN_SETTLED * pending.size
         pending = pending[need]
         if pending.size == 0 or not enough:
             break

@@ -35,9 +35,9 @@ METHODS = ("auto", "wolfe", "lp")
 MAX_TOL = 1.0  # at tol >= 1 every key would be within tol of the others' hull: nothing to decide
 _DEFAULT_TOL = {"float64": 1e-9, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
 _BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (64 MiB)
-_SCAN_SAMPLE = 2048  # keys whose directions are scanned first (all of them when most certify themselves)
-_FULL_SCAN_OWN_WINS = 0.2  # the scan goes on over all keys where more of the sample win their own direction
-_SCAN_CHUNK = 4096  # ... farthest from the centre first, a chunk at a time, until a chunk's keys mostly do not
+_SCAN_SAMPLE = 2048  # keys whose directions are scanned first (then the others', where many certify themselves)
+_FULL_SCAN_OWN_WINS = 0.2  # the scan goes on over the other keys where more of the sample win their own direction
+_SCAN_CHUNK = 4096  # ... farthest from the centre first, a chunk at a time, until no more of a chunk win
 _BATCH_MAX_KEYS = 256  # count_unselectable: larger sets go through the engine one by one
 _WHITEN_RATIO = 4.0  # keys are whitened where their spreads along the principal axes differ by more than this
 _WHITEN_MAX_RATIO = 1e4  # and by at most this (beyond it the certificates' rounding would grow)
@@ -45,7 +45,7 @@ _WHITEN_MIN_KEYS = 64  # small sets gain nothing from it
 _TREE_PROBE = 64  # keys whose own directions are scanned before the score tree is considered
 _TREE_OWN_WINS = 0.25  # the score tree is considered only where at least this fraction of them win their own
 _TREE_INSIDE_MAX_DIM = 7  # above it the score tree is used only where most keys certify themselves (see _decide_all)
-_TREE_INSIDE_OWN_SHARE = 0.75
+_TREE_INSIDE_OWN_SHARE = 0.75  # share of the tree's sample that must win their own direction there
 _TREE_ALWAYS_DIM = 3  # up to R^3 the tree's own probe costs milliseconds: no pre-probe (it misjudges a circle
 # with keys inside, whose own directions lose to neighbours once the centre is off by more than their spacing)
 
@@ -220,7 +220,8 @@ def _witness_scan(lifted, n, has_bias):
         own = _scan_rows(directions, norms, sample, best_margin, best_direction)
         if own.mean() > _FULL_SCAN_OWN_WINS:
             rest = np.setdiff1d(np.arange(n), sample)
-            rest = rest[np.argsort(-np.where(np.isfinite(norms[rest]), norms[rest], 0.0), kind="stable")]
+            distance = np.where(np.isfinite(norms), norms, 0.0)  # keys at the centre (norm inf here) go last
+            rest = rest[np.argsort(-distance[rest], kind="stable")]
             for start in range(0, rest.size, _SCAN_CHUNK):  # farthest keys first, while they win their own
                 own = _scan_rows(directions, norms, rest[start:start + _SCAN_CHUNK], best_margin, best_direction)
                 if own.mean() <= _FULL_SCAN_OWN_WINS:
