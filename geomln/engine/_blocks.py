@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _scan_kernels as scan_kernels
 
-__all__ = ["LEAF", "BlockIndex"]
+__all__ = ["LEAF", "BlockIndex", "grouped_columns"]
 
 #: keys per block, at most
 LEAF = 64
@@ -40,17 +40,7 @@ class BlockIndex:
 
     def __init__(self, points):
         self.points = np.ascontiguousarray(points, dtype=np.float64)
-        order, starts = _split(self.points)
-        grouped = self.points[order]
-        self.ids = order
-        self.starts = starts
-        self.points_t = np.ascontiguousarray(grouped.T)
-        sizes = np.diff(starts)
-        self.centres = np.add.reduceat(grouped, starts[:-1], axis=0) / sizes[:, None]
-        offsets = np.linalg.norm(grouped - np.repeat(self.centres, sizes, axis=0), axis=1)
-        scale = float(np.linalg.norm(self.points, axis=1).max(initial=0.0))
-        self.radii = np.maximum.reduceat(offsets, starts[:-1]) * (1 + _SLACK) + _SLACK * scale
-        self.slack = 4 * _SLACK * (scale + float(np.abs(self.centres).sum(axis=1).max(initial=0.0)))
+        self.ids, self.points_t, (self.starts, self.centres, self.radii, self.slack) = grouped_columns(self.points)
         self.pays = None  # decided by the first _PROBE directions of the first batch of at least that many
 
     def top_two(self, directions):
@@ -72,17 +62,49 @@ class BlockIndex:
         return tuple(result)
 
 
-def _split(points):
-    """Return an order of the rows grouping them into blocks of at most LEAF, and the block starts.
+    def best_other(self, directions, keys):
+        """Return ``(best, best_score, runner, runner_score)``: along each direction, the best row but the key.
 
-    A block larger than LEAF is split at the median of its coordinate of widest range (deterministic).
+        `directions` (b, dim) and `keys` (b,) go in pairs (a key may be no row of the index). `best` is the
+        best row other than ``keys[r]`` along ``directions[r]`` and `best_score` its score; `runner` is the next
+        other row where the top two tell it (else -1: when the key itself is first or second) and
+        `runner_score` its score.
+        """
+        top_at, top, second, second_at = self.top_two(directions)
+        own = top_at == keys
+        runner = np.where(own | (second_at == keys), -1, second_at)
+        return np.where(own, second_at, top_at), np.where(own, second, top), runner, second
+
+def grouped_columns(points, leaf=LEAF):
+    """Group the rows of `points` (m, dim) into blocks with bounding balls; return ``(order, points_t, blocks)``.
+
+    ``points_t = points[order].T`` (C order) holds the rows as columns, block by block, and ``blocks = (starts,
+    centres, radii, slack)`` as :func:`geomln.engine._scan_kernels.pruned_top_two` takes them: every row of block
+    l lies within ``radii[l]`` of ``centres[l]`` (both rounded up), and `slack` bounds the rounding of a score
+    or a bound along a unit direction.
+    """
+    order, starts = _split(points, leaf)
+    grouped = points[order]
+    sizes = np.diff(starts)
+    centres = np.add.reduceat(grouped, starts[:-1], axis=0) / sizes[:, None]
+    offsets = np.linalg.norm(grouped - np.repeat(centres, sizes, axis=0), axis=1)
+    scale = float(np.linalg.norm(points, axis=1).max(initial=0.0))
+    radii = np.maximum.reduceat(offsets, starts[:-1]) * (1 + _SLACK) + _SLACK * scale
+    slack = 4 * _SLACK * (scale + float(np.abs(centres).sum(axis=1).max(initial=0.0)))
+    return order, np.ascontiguousarray(grouped.T), (starts, centres, radii, slack)
+
+
+def _split(points, leaf):
+    """Return an order of the rows grouping them into blocks of at most `leaf`, and the block starts.
+
+    A block larger than `leaf` is split at the median of its coordinate of widest range (deterministic).
     """
     m = points.shape[0]
     order = np.arange(m)
     pending, blocks = [(0, m)], []
     while pending:
         begin, end = pending.pop()
-        if end - begin <= LEAF:
+        if end - begin <= leaf:
             blocks.append(begin)
             continue
         rows = order[begin:end]

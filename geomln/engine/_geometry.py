@@ -8,9 +8,11 @@ Distances and margins in these coordinates are therefore relative to ``s``.
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .._blas import one_blas_thread
 from . import _kernels as kernels
+from ._blocks import BlockIndex, grouped_columns
 
 #: verdicts whose deciding quantity lies within this factor of `tol` are reported as borderline
 BORDERLINE_FACTOR = 10.0
@@ -22,6 +24,8 @@ PARALLEL_WORK = 4_000_000
 #: keys per warm-up round of :func:`decide`, and the fraction of them still finding a violator that ends it
 WARMUP_SAMPLE = 512
 WARMUP_DONE = 0.02
+#: from this many keys in a round, their witnesses are checked against all sites in one batched scan
+_BATCHED_CHECK = 256
 #: LP rounds over a growing working set before the LP over all points
 _LP_ROUNDS = 8
 #: rows per block when measuring distances to the affine hull (bounds the temporary memory)
@@ -151,16 +155,26 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
     decisions = Decisions.empty(count, dim)
     candidates = _seed_candidates(points, n, seeds)
     sites_t, site_norm2 = _sites(points, n, ray)
+    index = hints = None  # the sites' block index and the warm starts, built for the first batched check
     pending = np.arange(count)
     sampling = count > 4 * WARMUP_SAMPLE
     while pending.size:
         # while most keys would still find a violator, a round on all of them scans every site for each (n^2 d
         # work) to add the same few points: warm the candidates up on an evenly spaced sample of keys instead
         batch = pending[:: pending.size // WARMUP_SAMPLE][:WARMUP_SAMPLE] if sampling else pending
-        work = batch.size * (candidates.size + sites_t.shape[1]) * dim
-        kernel = kernels.distance_to_hull_batch if work > PARALLEL_WORK else kernels.distance_to_hull_serial
-        result = kernel(points, keys[batch], n, ray > 0, candidates, np.ascontiguousarray(sites_t[:, candidates]),
-                        site_norm2[candidates], sites_t, low, high, max_major)
+        if ray == 0 and batch.size >= _BATCHED_CHECK:
+            index = BlockIndex(points[:n]) if index is None else index
+            order, cand_t, blocks = grouped_columns(points[candidates])
+            hints = hints.update(points, keys, decisions) if hints is not None else _Hints(points, keys, decisions)
+            result = _check_witnesses(index, points, keys[batch], low, high, kernels.distance_to_working_set(
+                points, keys[batch], candidates[order], cand_t, site_norm2[candidates[order]], blocks,
+                hints.starts(points[keys[batch]], candidates[order], n), low, high, max_major))
+        else:
+            cand_t = np.ascontiguousarray(sites_t[:, candidates])
+            work = batch.size * (candidates.size + sites_t.shape[1]) * dim
+            kernel = kernels.distance_to_hull_batch if work > PARALLEL_WORK else kernels.distance_to_hull_serial
+            result = kernel(points, keys[batch], n, ray > 0, candidates, cand_t, site_norm2[candidates], sites_t,
+                            low, high, max_major)
         st, dist, marg, direc, supp, wts, violator = result
         decisions.status[batch], decisions.distance[batch], decisions.margin[batch] = st, dist, marg
         decisions.direction[batch] = direc
@@ -179,6 +193,52 @@ def decide(points, n, keys, seeds, tol, *, ray=0.0):
     for slot in np.flatnonzero(decisions.status == kernels.STALLED):
         solve_on_working_set(points, n, keys[slot], working, ray, tol, slot, decisions)
     return decisions
+
+
+class _Hints:
+    """Warm starts for Wolfe's algorithm: the corral of the nearest key already found unselectable.
+
+    A key near one inside a simplex of the working set is often inside it too (about half of them among
+    clusters), and Wolfe's algorithm then stops at once; else it goes on from a corral near the answer.
+    """
+
+    def __init__(self, points, keys, decisions):
+        self.slots = np.flatnonzero(decisions.status == kernels.UNSELECTABLE)
+        self.tree = cKDTree(points[keys[self.slots]]) if self.slots.size else None
+        self.support = decisions.support[self.slots]
+
+    def update(self, points, keys, decisions):
+        """Return these hints, or new ones once the keys found unselectable have doubled."""
+        found = np.count_nonzero(decisions.status == kernels.UNSELECTABLE)
+        return self if found < 2 * max(self.slots.size, WARMUP_SAMPLE // 2) else _Hints(points, keys, decisions)
+
+    def starts(self, queries, candidates, n):
+        """Each query's warm start, as positions in `candidates` (b, width; -1 where none)."""
+        if self.tree is None:
+            return np.full((queries.shape[0], 1), -1, dtype=np.intp)
+        position = np.full(n + 1, -1, dtype=np.intp)  # slot n maps the padding -1 to -1
+        position[candidates] = np.arange(candidates.size)
+        return position[self.support[self.tree.query(queries)[1]]]
+
+
+def _check_witnesses(index, points, keys, low, high, result):
+    """Turn the statuses of :func:`kernels.distance_to_working_set` into those over all sites, in place.
+
+    Each open key's witness is scored against every site by the block index (BLAS tiles or pruned blocks),
+    with the rules of :func:`kernels.distance_to_hull_batch`: a margin above `high` over all sites is
+    SELECTABLE, Wolfe's stopping rule still met over all sites (the key was not separated early) CONVERGED,
+    else the best other site is the key's violator (NEED_POINT). Returns `result`.
+    """
+    status, distance, margin, direction, _, _, violator = result
+    open_ = np.flatnonzero((status == kernels.SELECTABLE) | (status == kernels.CONVERGED))
+    best, best_score, _, _ = index.best_other(direction[open_], keys[open_])
+    margin[open_] = np.einsum("bd,bd->b", direction[open_], points[keys[open_]]) - best_score
+    converged = (status[open_] == kernels.CONVERGED) & (distance[open_] - margin[open_] <= low)
+    status[open_] = np.where(margin[open_] > high, kernels.SELECTABLE,
+                             np.where(converged, kernels.CONVERGED, kernels.NEED_POINT))
+    need = status[open_] == kernels.NEED_POINT
+    violator[open_[need]] = best[need]
+    return result
 
 
 def _sites(points, n, ray):

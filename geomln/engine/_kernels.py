@@ -258,11 +258,58 @@ def _normal_part(q, rows, x, out):
 
 
 @jit
-def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, high, max_major):
+def _entering(cand_t, cand_ids, skip_a, skip_b, normal, blocks, scores, bounds):
+    """Return the candidate of least score ``normal . c`` (the first among equal ones) and its score.
+
+    Ids equal to `skip_a` or `skip_b` are skipped. `blocks` is ``(starts, centres, radii, slack)`` as for
+    :func:`geomln.engine._scan_kernels.pruned_top_two`: the candidates grouped into blocks with bounding balls.
+    The block of lowest bound ``normal . centre - |normal| radius`` is scored first, then only the blocks whose
+    bound, less ``|normal|`` times the slack, still reaches below the least score so far; with one block every
+    candidate is scored. The scores are those of the full scan, so the result is too. `scores` and `bounds`
+    are workspaces (a candidate and a block each).
+    """
+    starts, centres, radii, slack = blocks
+    leaves = radii.shape[0]
+    length = np.sqrt(dot(normal, normal))
+    first = 0
+    for leaf in range(leaves):
+        bound = -radii[leaf] * length
+        for t in range(normal.shape[0]):
+            bound += normal[t] * centres[leaf, t]
+        bounds[leaf] = bound
+        if bound < bounds[first]:
+            first = leaf
+    smallest, entering = np.inf, -1
+    for step in range(leaves + 1):
+        leaf = first if step == 0 else step - 1
+        if step > 0 and (leaf == first or bounds[leaf] - slack * length > smallest):
+            continue
+        begin, end = starts[leaf], starts[leaf + 1]
+        block = scores[begin:end]
+        block[:] = 0.0
+        for t in range(normal.shape[0]):
+            weight = normal[t]
+            row = cand_t[t, begin:end]
+            for c in range(end - begin):
+                block[c] += weight * row[c]
+        for c in range(end - begin):
+            k = begin + c
+            if ((block[c] < smallest or (block[c] == smallest and k < entering))
+                    and cand_ids[k] != skip_a and cand_ids[k] != skip_b):
+                smallest, entering = block[c], k
+    return entering, smallest
+
+
+@jit
+def min_norm_point(origin, cand_ids, cand_t, cand_norm2, blocks, start, skip_a, skip_b, low, high, max_major):
     """Wolfe's algorithm: the point of ``conv(candidates) - origin`` closest to the origin.
 
     Candidates are the columns of `cand_t` (dim, m) with ids `cand_ids`; ids equal to `skip_a` or `skip_b`
-    (the key itself and its virtual copy) are skipped. `cand_norm2` holds the squared column norms. Stops
+    (the key itself and its virtual copy) are skipped. `cand_norm2` holds the squared column norms and `blocks`
+    groups the columns for the entering point's search (see :func:`_entering`; one block scores them all).
+    `start` lists candidate positions (padded with -1) to start from, the corral of a nearby key, say: the
+    minor cycle from their centroid gives the starting corral (empty, or affinely dependent: the nearest
+    candidate is the start). Where the origin lies in their hull that is the answer at once. Stops
     once the distance is <= `low`, once the witness ``-normal`` separates the origin from every candidate
     by more than `high`, or once its margin is within `low` of ``|x|`` (the distance is then known to
     `low`). Candidates are scored with the normal (see :func:`_normal_part`), not with the rounded `x`.
@@ -291,26 +338,45 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, hi
     weights = np.empty(capacity)
     workspace = (np.empty((capacity, dim)), np.empty((capacity, capacity)), np.empty(capacity))
     scores = np.empty(count)
-    _scores_into(cand_t, origin, scores)
-    best_norm = np.inf
-    first = -1
-    for k in range(count):  # start from the nearest candidate: |c - o|^2 - |o|^2 = |c|^2 - 2 c.o
-        if cand_ids[k] == skip_a or cand_ids[k] == skip_b:
-            continue
-        norm2 = cand_norm2[k] - 2.0 * scores[k]
-        if norm2 < best_norm:
-            best_norm = norm2
-            first = k
-    size = 1
-    corral_ids[0] = first
-    for t in range(dim):
-        corral[0, t] = cand_t[t, first] - origin[t]
-    weights[0] = 1.0
-    x = corral[0].copy()
+    bounds = np.empty(blocks[2].shape[0])
+    size = 0
+    valid = np.intp(0)  # QR columns that match the corral (np.intp: a literal 0 would compile _minor_cycle twice)
+    for k in range(start.shape[0]):  # a warm start: the corral of a nearby key, without this key's ids
+        if start[k] >= 0 and cand_ids[start[k]] != skip_a and cand_ids[start[k]] != skip_b and size < dim + 1:
+            corral_ids[size] = start[k]
+            for t in range(dim):
+                corral[size, t] = cand_t[t, start[k]] - origin[t]
+            size += 1
+    if size > 1:  # from its centroid, the minor cycle reaches the least point of a sub-corral (within: of them all)
+        for k in range(size):
+            weights[k] = 1.0 / size
+        size, independent, valid = _minor_cycle(corral, corral_ids, weights, size, workspace, valid)
+        if not independent:
+            size, valid = 0, np.intp(0)
+    if size == 0:  # start from the nearest candidate: |c - o|^2 - |o|^2 = |c|^2 - 2 c.o
+        _scores_into(cand_t, origin, scores)
+        best_norm = np.inf
+        first = -1
+        for k in range(count):
+            if cand_ids[k] == skip_a or cand_ids[k] == skip_b:
+                continue
+            norm2 = cand_norm2[k] - 2.0 * scores[k]
+            if norm2 < best_norm:
+                best_norm = norm2
+                first = k
+        size = 1
+        corral_ids[0] = first
+        for t in range(dim):
+            corral[0, t] = cand_t[t, first] - origin[t]
+    if size == 1:
+        weights[0] = 1.0
+    x = np.zeros(dim)
+    for k in range(size):
+        for t in range(dim):
+            x[t] += weights[k] * corral[k, t]
     normal = x.copy()
     stalled = True  # unless a stopping rule below is met within max_major iterations
     separated = False
-    valid = np.intp(0)  # QR columns that match the corral (np.intp: a literal 0 would compile _minor_cycle twice)
     for _ in range(max_major):
         norm2 = dot(x, x)
         if norm2 <= low * low:
@@ -319,13 +385,7 @@ def min_norm_point(origin, cand_ids, cand_t, cand_norm2, skip_a, skip_b, low, hi
         _normal_part(workspace[0], valid, x, normal)
         normal_norm = max(np.sqrt(dot(normal, normal)), 1e-300)
         origin_dot = dot(origin, normal)
-        _scores_into(cand_t, normal, scores)
-        entering = -1
-        smallest = np.inf
-        for k in range(count):
-            if scores[k] < smallest and cand_ids[k] != skip_a and cand_ids[k] != skip_b:
-                smallest = scores[k]
-                entering = k
+        entering, smallest = _entering(cand_t, cand_ids, skip_a, skip_b, normal, blocks, scores, bounds)
         margin = (smallest - origin_dot) / normal_norm
         if margin > high:  # -normal beats every candidate by more than `high`: witness found
             stalled = False
@@ -365,14 +425,23 @@ def _allocate_decisions(b, dim):
 
 
 @jit
-def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major, row, out):
-    """Decide one key and write its outcome into slot `row` of the output arrays `out`."""
+def one_block(count, dim):
+    """Return the `blocks` argument of :func:`min_norm_point` that puts all `count` candidates in one block."""
+    return np.array([0, count], dtype=np.intp), np.zeros((1, dim)), np.full(1, np.inf), 0.0
+
+
+@jit
+def _wolfe_into(points, key, key_ray, cand_ids, cand_t, cand_norm2, blocks, start, low, high, max_major, row, out):
+    """Run Wolfe's algorithm for one key against the working set and write its outcome into slot `row` of `out`.
+
+    Writes the support, weights and distance; where that decides the key (within `low`: UNSELECTABLE; no
+    stopping rule met: STALLED) also the status, else the unit witness direction. Returns ``(normal, separated,
+    open)``: Wolfe's normal, whether it stopped because ``-normal`` separates the key from the working set by
+    more than `high`, and whether the key is still open (its witness must be checked against all sites).
+    """
     status, distance, margin, direction, support, weights, violator = out
-    dim = points.shape[1]
-    key_ray = key + n if has_ray else -1
-    origin = points[key]
-    x, normal, ids, w, stalled, separated = min_norm_point(origin, cand_ids, cand_t, cand_norm2, key, key_ray, low,
-                                                           high, max_major)
+    x, normal, ids, w, stalled, separated = min_norm_point(points[key], cand_ids, cand_t, cand_norm2, blocks, start,
+                                                           key, key_ray, low, high, max_major)
     for k in range(ids.shape[0]):
         support[row, k] = ids[k]
         weights[row, k] = w[k]
@@ -380,9 +449,25 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
     distance[row] = norm
     if norm <= low:
         status[row] = UNSELECTABLE
-        return
+        return normal, separated, False
     if stalled:
         status[row] = STALLED
+        return normal, separated, False
+    normal_norm = max(np.sqrt(dot(normal, normal)), 1e-300)
+    for t in range(normal.shape[0]):
+        direction[row, t] = -normal[t] / normal_norm
+    return normal, separated, True
+
+
+@jit
+def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major, row, out):
+    """Decide one key and write its outcome into slot `row` of the output arrays `out`."""
+    status, distance, margin, direction, support, weights, violator = out
+    key_ray = key + n if has_ray else -1
+    normal, separated, still_open = _wolfe_into(points, key, key_ray, cand_ids, cand_t, cand_norm2,
+                                                one_block(cand_t.shape[1], points.shape[1]),
+                                                np.empty(0, dtype=np.intp), low, high, max_major, row, out)
+    if not still_open:
         return
     # witness q = -normal / |normal|: margin over site c is q.(p_key - p_c) = (normal.p_c - normal.p_key) / |normal|
     normal_norm = max(np.sqrt(dot(normal, normal)), 1e-300)
@@ -394,12 +479,10 @@ def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, 
         if scores[c] < worst and c != key and c != key_ray:
             worst = scores[c]
             worst_at = c
-    margin[row] = (worst - dot(origin, normal)) / normal_norm
-    for t in range(dim):
-        direction[row, t] = -normal[t] / normal_norm
+    margin[row] = (worst - dot(points[key], normal)) / normal_norm
     if margin[row] > high:
         status[row] = SELECTABLE
-    elif not separated and norm - margin[row] <= low:  # Wolfe's own stopping rule, now over all sites
+    elif not separated and distance[row] - margin[row] <= low:  # Wolfe's own stopping rule, now over all sites
         status[row] = CONVERGED
     else:  # the same arithmetic as over the candidates, so the violator is not a candidate
         status[row] = NEED_POINT
@@ -449,6 +532,28 @@ def distance_to_hull_batch(points, keys, n, has_ray, cand_ids, cand_t, cand_norm
     for row in prange(keys.shape[0]):
         _decide_key(points, keys[row], n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major,
                     row, out)
+    return out
+
+
+@parallel_jit
+def distance_to_working_set(points, keys, cand_ids, cand_t, cand_norm2, blocks, starts, low, high, max_major):
+    """Run Wolfe's algorithm for each key against the working set only, for the caller to check the witnesses.
+
+    The arguments are those of :func:`distance_to_hull_batch` for bias-free sites, without the sites, and the
+    candidates' `blocks` (see :func:`_entering`) and each key's warm start, a row of `starts` (b, w) (see
+    :func:`min_norm_point`): the statuses are relative to the working set. UNSELECTABLE and STALLED are final;
+    SELECTABLE means the witness separates the key from the working set by more than `high`, CONVERGED that
+    Wolfe's stopping rule was met (the distance to the working set's hull is exact). The margins are left at
+    ``-inf``: a scan of all the sites along the witness directions, batched by the caller as BLAS tiles, gives
+    them (one key's scan of all sites streams them from memory: at n = 1e5 it cost more than the key's Wolfe
+    run).
+    """
+    out = _allocate_decisions(keys.shape[0], points.shape[1])
+    for row in prange(keys.shape[0]):
+        _, separated, still_open = _wolfe_into(points, keys[row], np.intp(-1), cand_ids, cand_t, cand_norm2, blocks,
+                                               starts[row], low, high, max_major, row, out)
+        if still_open:
+            out[0][row] = SELECTABLE if separated else CONVERGED
     return out
 
 

@@ -50,19 +50,6 @@ def _own_sets(points, keys, seeds):
     return np.ascontiguousarray(np.column_stack([others[near], np.broadcast_to(base, (keys.size, base.size))]))
 
 
-def _best_other(index, directions, keys):
-    """Return the best point other than each key along its direction, its score and the key's own score.
-
-    Then the next other point where the top two tell it (else -1), and its score.
-    """
-    top_at, top, second, second_at = index.top_two(directions)
-    own = top_at == keys
-    # the next other key, where known (not when the key itself is first or second)
-    runner = np.where(own | (second_at == keys), -1, second_at)
-    return (np.where(own, second_at, top_at), np.where(own, second, top),
-            np.einsum("bd,bd->b", directions, index.points[keys]), runner, second)
-
-
 def settle_with_own_sets(points, keys, seeds, tol):
     """Settle what a small working set per key can settle; return the :class:`Decisions` and the settled mask.
 
@@ -102,8 +89,9 @@ def settle_with_own_sets(points, keys, seeds, tol):
         st, dist, marg, direc, supp, wts, _ = kernel(points, keys[pending], candidates, low, high, max_major)
         done = st == kernels.UNSELECTABLE
         witnessed = np.flatnonzero((st == kernels.SELECTABLE) | (st == kernels.CONVERGED))
-        best, best_score, own_score, runner, runner_score = _best_other(index, direc[witnessed],
-                                                                       keys[pending[witnessed]])
+        witnessed_keys = keys[pending[witnessed]]
+        best, best_score, runner, runner_score = index.best_other(direc[witnessed], witnessed_keys)
+        own_score = np.einsum("bd,bd->b", direc[witnessed], points[witnessed_keys])
         margin = np.minimum(own_score - best_score, marg[witnessed])
         certain = (st[witnessed] == kernels.SELECTABLE) & (margin > high)
         done[witnessed[certain]] = True

@@ -133,8 +133,8 @@ def test_sampled_warm_up_keeps_the_verdicts_and_certificates(rng, monkeypatch, d
     keys = _outliers(rng, 9000, d)
     monkeypatch.setattr(own_sets, "MIN_KEYS", 10**9)  # every key through the decision loop
     rounds = []
-    kernel = geometry.kernels.distance_to_hull_batch
-    monkeypatch.setattr(geometry.kernels, "distance_to_hull_batch",
+    kernel = geometry.kernels.distance_to_working_set  # rounds of 256 keys or more (the warm-up's 512)
+    monkeypatch.setattr(geometry.kernels, "distance_to_working_set",
                         lambda *args: rounds.append(args[1].shape[0]) or kernel(*args))
     sampled = selectable_keys(keys)
     assert rounds[0] == geometry.WARMUP_SAMPLE  # the warm-up ran
@@ -158,7 +158,7 @@ def test_sampled_warm_up_keeps_the_verdicts_and_certificates(rng, monkeypatch, d
 def test_stalled_keys_get_verdicts_of_one_lp_per_key(rng, monkeypatch, with_bias):
     keys = rng.standard_normal((300, 4))
     bias = 0.3 * rng.standard_normal(300) if with_bias else None
-    for name in ("distance_to_hull_batch", "distance_to_hull_serial"):
+    for name in ("distance_to_hull_batch", "distance_to_hull_serial", "distance_to_working_set"):
         kernel = getattr(geometry.kernels, name)
 
         def stalling(*args, kernel=kernel):

@@ -697,13 +697,12 @@ def _same_results(a, b):
 def test_one_and_two_threads_give_identical_results(monkeypatch):
     keys = np.random.default_rng(3000).standard_normal((3000, 6))
     calls = []
-    parallel = _kernels.distance_to_hull_batch
 
-    def counting(*args):
-        calls.append(numba.get_num_threads())
-        return parallel(*args)
+    def counting(parallel):
+        return lambda *args: calls.append(numba.get_num_threads()) or parallel(*args)
 
-    monkeypatch.setattr(_kernels, "distance_to_hull_batch", counting)
+    for name in ("distance_to_hull_batch", "distance_to_working_set"):
+        monkeypatch.setattr(_kernels, name, counting(getattr(_kernels, name)))
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
