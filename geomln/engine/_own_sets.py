@@ -50,6 +50,25 @@ def _own_sets(points, keys, seeds):
     return np.ascontiguousarray(np.column_stack([others[near], np.broadcast_to(base, (keys.size, base.size))]))
 
 
+def _violators(index, seed_index, seeds, directions, keys, own_score, own_margin, candidates, high):
+    """Return ``(best, best_score, runner, runner_score)`` along each witness, as :meth:`BlockIndex.best_other`.
+
+    The seeds are scored first (`seed_index` holds the rows `seeds`, and no key is a seed). Where the best seed
+    already violates the witness (it scores within `high` of the key and beats the margin over the key's own
+    set, `own_margin`) and is outside that set, it is the violator and all keys are not scanned: the witness
+    cannot certify the key, and the seed joins its set. Elsewhere (most last rounds) all keys are scored.
+    """
+    top_at, top, second, second_at = seed_index.top_two(directions)
+    best, runner = seeds[top_at], np.where(second_at >= 0, seeds[np.maximum(second_at, 0)], -1)
+    best_score, runner_score = top, second
+    rest = np.flatnonzero((own_score - top > high) | (own_score - top >= own_margin)
+                          | (candidates == best[:, None]).any(axis=1))
+    all_keys = index.best_other(directions[rest], keys[rest])
+    for values, exact in zip((best, best_score, runner, runner_score), all_keys, strict=True):
+        values[rest] = exact
+    return best, best_score, runner, runner_score
+
+
 def settle_with_own_sets(points, keys, seeds, tol):
     """Settle what a small working set per key can settle; return the :class:`Decisions` and the settled mask.
 
@@ -80,7 +99,7 @@ def settle_with_own_sets(points, keys, seeds, tol):
     if keys.size == 0 or seeds.size < _MIN_SEEDS_PER_DIM * (dim + 1):
         return decisions, settled, np.empty(0, dtype=np.intp)
     candidates = _own_sets(points, keys, seeds)
-    index = BlockIndex(points)
+    index, seed_index = BlockIndex(points), BlockIndex(points[seeds])
     pending = np.arange(keys.size)
     found = []
     for round_ in range(ROUNDS):
@@ -90,8 +109,10 @@ def settle_with_own_sets(points, keys, seeds, tol):
         done = st == kernels.UNSELECTABLE
         witnessed = np.flatnonzero((st == kernels.SELECTABLE) | (st == kernels.CONVERGED))
         witnessed_keys = keys[pending[witnessed]]
-        best, best_score, runner, runner_score = index.best_other(direc[witnessed], witnessed_keys)
         own_score = np.einsum("bd,bd->b", direc[witnessed], points[witnessed_keys])
+        best, best_score, runner, runner_score = _violators(index, seed_index, seeds, direc[witnessed],
+                                                            witnessed_keys, own_score, marg[witnessed],
+                                                            candidates[witnessed], high)
         margin = np.minimum(own_score - best_score, marg[witnessed])
         certain = (st[witnessed] == kernels.SELECTABLE) & (margin > high)
         done[witnessed[certain]] = True
