@@ -462,11 +462,19 @@ def _wolfe_into(points, key, key_ray, cand_ids, cand_t, cand_norm2, blocks, star
 @jit
 def _decide_key(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, sites_t, low, high, max_major, row, out):
     """Decide one key and write its outcome into slot `row` of the output arrays `out`."""
+    _decide_from(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, np.empty(0, dtype=np.intp), sites_t, low,
+                 high, max_major, row, out)
+
+
+@jit
+def _decide_from(points, key, n, has_ray, cand_ids, cand_t, cand_norm2, start, sites_t, low, high, max_major, row,
+                 out):
+    """:func:`_decide_key` with Wolfe's algorithm started from the candidate positions `start` (-1 padded)."""
     status, distance, margin, direction, support, weights, violator = out
     key_ray = key + n if has_ray else -1
     normal, separated, still_open = _wolfe_into(points, key, key_ray, cand_ids, cand_t, cand_norm2,
-                                                one_block(cand_t.shape[1], points.shape[1]),
-                                                np.empty(0, dtype=np.intp), low, high, max_major, row, out)
+                                                one_block(cand_t.shape[1], points.shape[1]), start, low, high,
+                                                max_major, row, out)
     if not still_open:
         return
     # witness q = -normal / |normal|: margin over site c is q.(p_key - p_c) = (normal.p_c - normal.p_key) / |normal|
@@ -558,7 +566,7 @@ def distance_to_working_set(points, keys, cand_ids, cand_t, cand_norm2, blocks, 
 
 
 @jit
-def _decide_own(points, key, candidates, low, high, max_major, row, out):
+def _decide_own(points, key, candidates, start, low, high, max_major, row, out):
     """Decide one key against its own working set ``points[candidates]`` (see :func:`distance_to_own_hulls`)."""
     width = 0
     for c in range(candidates.shape[0]):
@@ -574,8 +582,13 @@ def _decide_own(points, key, candidates, low, high, max_major, row, out):
     local[width] = points[key]
     local_t = np.ascontiguousarray(local[:width].T)
     norm2 = (local[:width] * local[:width]).sum(axis=1)
-    _decide_key(local, width, width + 1, False, np.arange(width), local_t, norm2, local_t, low, high, max_major, row,
-                out)
+    local_start = np.full(start.shape[0], -1, dtype=np.intp)  # the start's ids as local ids
+    for k in range(start.shape[0]):
+        for c in range(width):
+            if start[k] >= 0 and used[c] == start[k]:
+                local_start[k] = c
+    _decide_from(local, width, width + 1, False, np.arange(width), local_t, norm2, local_start, local_t, low, high,
+                 max_major, row, out)
     support = out[4]
     for k in range(support.shape[1]):
         if support[row, k] >= 0:
@@ -583,26 +596,28 @@ def _decide_own(points, key, candidates, low, high, max_major, row, out):
 
 
 @jit
-def distance_to_own_hulls_serial(points, keys, candidates, low, high, max_major):
+def distance_to_own_hulls_serial(points, keys, candidates, starts, low, high, max_major):
     """Run :func:`distance_to_own_hulls` serially, for small batches (no thread start-up cost)."""
     out = _allocate_decisions(keys.shape[0], points.shape[1])
     for row in range(keys.shape[0]):
-        _decide_own(points, keys[row], candidates[row], low, high, max_major, row, out)
+        _decide_own(points, keys[row], candidates[row], starts[row], low, high, max_major, row, out)
     return out
 
 
 @parallel_jit
-def distance_to_own_hulls(points, keys, candidates, low, high, max_major):
+def distance_to_own_hulls(points, keys, candidates, starts, low, high, max_major):
     """Decide each key as :func:`distance_to_hull_batch` does, against its own row of `candidates` only.
 
     Row ``r`` of `candidates` (b, width) lists the ids of key ``keys[r]``'s working set (other keys, padded
     with -1 anywhere; at least one id per row); the statuses and margins are relative to that set (so
     NEED_POINT does not occur: Wolfe's stopping rules were met over the same sites), and the caller checks
-    each witness against all keys. Support ids are ids of rows of `points`.
+    each witness against all keys. Support ids are ids of rows of `points`. Row ``r`` of `starts` lists ids
+    (-1 padded) that Wolfe's algorithm starts from, those of the set (the key's support in its last round,
+    say; see :func:`min_norm_point`).
     """
     out = _allocate_decisions(keys.shape[0], points.shape[1])
     for row in prange(keys.shape[0]):
-        _decide_own(points, keys[row], candidates[row], low, high, max_major, row, out)
+        _decide_own(points, keys[row], candidates[row], starts[row], low, high, max_major, row, out)
     return out
 
 

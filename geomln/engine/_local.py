@@ -241,10 +241,11 @@ def decide_local(tree, keys, tol):
     candidates, own_directions, floor = _seeds(tree, keys, width)
     working = [None] * keys.size  # the working sets of the keys that the LP decides
     beyond_added = np.zeros(keys.size, dtype=bool)  # whether a key's working set got the top scorers of a witness
+    starts = np.full((keys.size, 1), -1, dtype=np.intp)  # Wolfe's starts: each key's support in its last round
     while pending.size:
         work = pending.size * candidates.shape[1] ** 2 * dim  # about the flops of the Wolfe runs
         kernel = kernels.distance_to_own_hulls if work > PARALLEL_WORK else kernels.distance_to_own_hulls_serial
-        st, dist, marg, direc, supp, wts, _ = kernel(points, keys[pending], candidates, low, high, max_major)
+        st, dist, marg, direc, supp, wts, _ = kernel(points, keys[pending], candidates, starts, low, high, max_major)
         st[st == kernels.NEED_POINT] = kernels.STALLED  # cannot happen: the checks ran over the working set
         witnessed = np.flatnonzero((st == kernels.SELECTABLE) | (st == kernels.CONVERGED))
         covered = _covered(tree, keys[pending[witnessed]], own_directions[pending[witnessed]], direc[witnessed],
@@ -297,6 +298,7 @@ def decide_local(tree, keys, tol):
         between[tilts, : found.shape[1]] = found
         added = np.column_stack([first_added[need], second_added[need], between, far_side[need]])
         candidates = _joined(candidates[need], added)
+        starts = supp[need]
         pending = pending[need]
     for slot in np.flatnonzero(decisions.status == kernels.STALLED):
         solve_on_working_set(tree, keys[slot], working[slot], tol, slot, decisions)

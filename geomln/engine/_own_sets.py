@@ -101,11 +101,12 @@ def settle_with_own_sets(points, keys, seeds, tol):
     candidates = _own_sets(points, keys, seeds)
     index, seed_index = BlockIndex(points), BlockIndex(points[seeds])
     pending = np.arange(keys.size)
+    starts = np.full((keys.size, 1), -1, dtype=np.intp)  # Wolfe's starts: each key's support in its last round
     found = []
     for round_ in range(ROUNDS):
         work = pending.size * candidates.shape[1] ** 2 * dim  # about the flops of the Wolfe runs
         kernel = kernels.distance_to_own_hulls if work > PARALLEL_WORK else kernels.distance_to_own_hulls_serial
-        st, dist, marg, direc, supp, wts, _ = kernel(points, keys[pending], candidates, low, high, max_major)
+        st, dist, marg, direc, supp, wts, _ = kernel(points, keys[pending], candidates, starts, low, high, max_major)
         done = st == kernels.UNSELECTABLE
         witnessed = np.flatnonzero((st == kernels.SELECTABLE) | (st == kernels.CONVERGED))
         witnessed_keys = keys[pending[witnessed]]
@@ -133,6 +134,7 @@ def settle_with_own_sets(points, keys, seeds, tol):
         also[need] = np.where((candidates[need] == also[need][:, None]).any(axis=1), -1, also[need])
         found += [violator[need], also[need][also[need] >= 0]]
         candidates = np.ascontiguousarray(np.column_stack([candidates[need], violator[need], also[need]]))
+        starts = supp[need]
         enough = round_ < _FIRST_ROUNDS or np.count_nonzero(done) >= _MIN_SETTLED * pending.size
         pending = pending[need]
         if pending.size == 0 or not enough:

@@ -149,15 +149,16 @@ def test_distance_to_own_hulls_gives_identical_results_with_one_and_two_threads(
     dropped = seeds[::3, 4].copy()
     seeds[::3, 4] = -1  # padding in the middle of some rows
     low, high, max_major = wolfe_limits(1e-9, 4)
+    starts = np.where(rng.random((keys.size, 3)) < 0.5, seeds[:, :3], -1)  # warm starts in some rows
     before = get_num_threads()
     try:
         set_num_threads(1)
-        one = kernels.distance_to_own_hulls(coords, keys, seeds, low, high, max_major)
+        one = kernels.distance_to_own_hulls(coords, keys, seeds, starts, low, high, max_major)
         set_num_threads(2)
-        two = kernels.distance_to_own_hulls(coords, keys, seeds, low, high, max_major)
+        two = kernels.distance_to_own_hulls(coords, keys, seeds, starts, low, high, max_major)
     finally:
         set_num_threads(before)
-    serial = kernels.distance_to_own_hulls_serial(coords, keys, seeds, low, high, max_major)
+    serial = kernels.distance_to_own_hulls_serial(coords, keys, seeds, starts, low, high, max_major)
     for a, b, c in zip(one, two, serial, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
