@@ -566,6 +566,19 @@ def distance_to_working_set(points, keys, cand_ids, cand_t, cand_norm2, blocks, 
 
 
 @jit
+def _positions(ids, wanted):
+    """Positions in `ids` of the ids `wanted` (-1 for a padding -1 or an id not in `ids`)."""
+    out = np.full(wanted.shape[0], -1, dtype=np.intp)
+    for k in range(wanted.shape[0]):
+        if wanted[k] >= 0:
+            for c in range(ids.shape[0]):
+                if ids[c] == wanted[k]:
+                    out[k] = c
+                    break
+    return out
+
+
+@jit
 def _decide_own(points, key, candidates, start, low, high, max_major, row, out):
     """Decide one key against its own working set ``points[candidates]`` (see :func:`distance_to_own_hulls`)."""
     width = 0
@@ -582,13 +595,8 @@ def _decide_own(points, key, candidates, start, low, high, max_major, row, out):
     local[width] = points[key]
     local_t = np.ascontiguousarray(local[:width].T)
     norm2 = (local[:width] * local[:width]).sum(axis=1)
-    local_start = np.full(start.shape[0], -1, dtype=np.intp)  # the start's ids as local ids
-    for k in range(start.shape[0]):
-        for c in range(width):
-            if start[k] >= 0 and used[c] == start[k]:
-                local_start[k] = c
-    _decide_from(local, width, width + 1, False, np.arange(width), local_t, norm2, local_start, local_t, low, high,
-                 max_major, row, out)
+    _decide_from(local, width, width + 1, False, np.arange(width), local_t, norm2, _positions(used, start), local_t,
+                 low, high, max_major, row, out)
     support = out[4]
     for k in range(support.shape[1]):
         if support[row, k] >= 0:
@@ -821,13 +829,15 @@ def distance_to_prefix_hulls(points, points_t, norm2, keys, ends, shared_seeds, 
         if size == 0:
             ids[0] = 1 if key == 0 else 0
             size = 1
+        start = _positions(ids[:size], seeds[row])  # Wolfe starts from the key's seeds, then from its last support
         while True:
             candidates = ids[:size].copy()
             cand_t = np.ascontiguousarray(points_t[:, candidates])
             support[row, :] = -1
             weights[row, :] = 0.0
-            _decide_key(points, key, end, False, candidates, cand_t, norm2[candidates], points_t[:, :end],
-                        lows[row], highs[row], max_major, row, out)
+            _decide_from(points, key, end, False, candidates, cand_t, norm2[candidates], start, points_t[:, :end],
+                         lows[row], highs[row], max_major, row, out)
+            start = _positions(candidates, support[row])
             if status[row] != NEED_POINT:
                 break
             if (candidates == violator[row]).any():

@@ -66,6 +66,12 @@ def _check_combination(points, key, result):
     np.testing.assert_allclose(weights @ points[support] - points[key], x, atol=1e-12 * np.abs(points).max())
 
 
+def test_positions_find_each_id_or_minus_one(rng):
+    ids = rng.permutation(50)[:30]
+    wanted = np.array([ids[4], -1, ids[29], 999, ids[0]])
+    np.testing.assert_array_equal(kernels._positions(ids, wanted), [4, -1, 29, -1, 0])
+
+
 @given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["sphere", "clusters", "outliers"]),
        d=st.integers(2, 8))
 def test_warm_starts_give_the_cold_start_distance(seed, kind, d):
