@@ -37,7 +37,10 @@ _DEFAULT_TOL = {"float64": 1e-9, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1
 _BLOCK_ENTRIES = 1 << 23  # entries of one block of scores in the witness scan (64 MiB)
 _SCAN_SAMPLE = 2048  # keys whose directions are scanned first (then the others', where many certify themselves)
 _FULL_SCAN_OWN_WINS = 0.2  # the scan goes on over the other keys where more of the sample win their own direction
-_SCAN_CHUNK = 4096  # ... farthest from the centre first, a chunk at a time, until no more of a chunk win
+_SCAN_CHUNK = 4096  # ... farthest from the centre first, a chunk at a time, until fewer of a chunk win ...
+# ... than this share: a chunk where fewer than about half win its own costs over two scan rows per vertex it
+# certifies, and the own working sets find those vertices for less (n = 1e5, d = 16: 20.3 -> 18.8 s)
+_SCAN_STOP_OWN_WINS = 0.45
 _BATCH_MAX_KEYS = 256  # count_unselectable: larger sets go through the engine one by one
 _WHITEN_RATIO = 4.0  # keys are whitened where their spreads along the principal axes differ by more than this
 _WHITEN_MAX_RATIO = 1e4  # and by at most this (beyond it the certificates' rounding would grow)
@@ -203,7 +206,7 @@ def _witness_scan(lifted, n, has_bias):
     ``min(2048, 32 d^2)`` keys and goes on over the other keys when more than a fifth of the sampled keys won their
     own direction (many keys are vertices, as in moderate and high dimension: each is then certified by one
     scan row, where Clarkson's loop would spend several): farthest from the centre first, 4,096 at a time, until
-    at most a fifth of a chunk win their own (the keys nearer the centre are then mostly interior, as inside a
+    at most 45 % of a chunk win their own (the keys nearer the centre are then mostly interior, as inside a
     sphere). Otherwise most keys are interior, the sample's winners seed the working sets, and the interior
     keys are settled far more cheaply by Wolfe's algorithm than by an ``n x n`` scan.
     """
@@ -224,7 +227,7 @@ def _witness_scan(lifted, n, has_bias):
             rest = rest[np.argsort(-distance[rest], kind="stable")]
             for start in range(0, rest.size, _SCAN_CHUNK):  # farthest keys first, while they win their own
                 own = _scan_rows(directions, norms, rest[start:start + _SCAN_CHUNK], best_margin, best_direction)
-                if own.mean() <= _FULL_SCAN_OWN_WINS:
+                if own.mean() <= _SCAN_STOP_OWN_WINS:
                     break
     unit = np.zeros((n, lifted.shape[1]))
     unit[:, : directions.shape[1]] = directions[best_direction] / norms[best_direction, None]
