@@ -1,5 +1,8 @@
 """Allow ``python -m geomln``."""
 
-from .cli._main import main
+from .cli._main import forget_handled_interrupt, main
 
-raise SystemExit(main())
+code = main()
+if code == 130:
+    forget_handled_interrupt()
+raise SystemExit(code)

@@ -186,3 +186,27 @@ def test_ctrl_c_while_the_subcommands_are_imported(tmp_path):
     code, stdout, stderr, _ = _interrupt(tmp_path, _numpy_loading, settle=0)
     assert (code, stdout) == (130, ""), stderr
     assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+
+
+# a Ctrl-C that escaped a nested evaluation, as one may while numpy's extension module imports, then handled
+ESCAPED_INTERRUPT = """
+import ctypes, sys
+run = ctypes.pythonapi.PyRun_String
+run.restype, run.argtypes = ctypes.py_object, [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]
+try:
+    run(b"raise KeyboardInterrupt", 257, {}, {})  # 257: Py_file_input
+except KeyboardInterrupt:
+    pass
+if sys.argv[1:] == ["forget"]:
+    from geomln.cli._main import forget_handled_interrupt
+    forget_handled_interrupt()
+raise SystemExit(130)
+"""
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's record of an unhandled Ctrl-C")
+def test_a_handled_ctrl_c_exits_130_under_python_dash_m(tmp_path):
+    (tmp_path / "interrupted.py").write_text(ESCAPED_INTERRUPT)
+    run = [sys.executable, "-m", "interrupted"]
+    assert subprocess.run(run, cwd=tmp_path).returncode == -signal.SIGINT  # what `python -m geomln` did
+    assert subprocess.run([*run, "forget"], cwd=tmp_path).returncode == 130

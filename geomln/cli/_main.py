@@ -14,7 +14,7 @@ import sys
 from .._version import __version__
 from ..errors import GeomlnError
 
-__all__ = ["main", "speak_cli", "SUBCOMMANDS"]
+__all__ = ["main", "speak_cli", "forget_handled_interrupt", "SUBCOMMANDS"]
 
 #: name -> (module under geomln.cli, one-line help). Modules are imported lazily.
 SUBCOMMANDS = {
@@ -110,6 +110,21 @@ def _build_parser(argv):
             module.add_args(sub)
             sub.set_defaults(run=module.run)
     return parser
+
+
+def forget_handled_interrupt():
+    """Clear CPython's record of an unhandled Ctrl-C, once the command line has handled it (exit status 130).
+
+    A KeyboardInterrupt that escaped a nested evaluation (an extension module running Python code while it
+    is imported, say) sets that record although :func:`main` caught the interrupt, and under ``python -m``
+    the interpreter then kills itself with SIGINT at exit (status -2, not 130). Any evaluation that completes
+    clears it. Does nothing where the C API is not reachable (not CPython).
+    """
+    import ctypes
+
+    run_source = getattr(getattr(ctypes, "pythonapi", None), "PyRun_SimpleString", None)
+    if run_source is not None:
+        run_source(b"pass")
 
 
 def main(argv=None):
