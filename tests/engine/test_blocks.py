@@ -133,9 +133,12 @@ def test_sampled_warm_up_keeps_the_verdicts_and_certificates(rng, monkeypatch, d
     keys = _outliers(rng, 9000, d)
     monkeypatch.setattr(own_sets, "MIN_KEYS", 10**9)  # every key through the decision loop
     rounds = []
-    kernel = geometry.kernels.distance_to_working_set  # rounds of 256 keys or more (the warm-up's 512)
-    monkeypatch.setattr(geometry.kernels, "distance_to_working_set",
-                        lambda *args: rounds.append(args[1].shape[0]) or kernel(*args))
+
+    def counting(kernel):
+        return lambda *args: rounds.append(args[1].shape[0]) or kernel(*args)
+
+    for name in ("distance_to_hull_batch", "distance_to_working_set"):  # per-key or batched checks
+        monkeypatch.setattr(geometry.kernels, name, counting(getattr(geometry.kernels, name)))
     sampled = selectable_keys(keys)
     assert rounds[0] == geometry.WARMUP_SAMPLE  # the warm-up ran
     assert certificate_failures(keys, sampled) == {}

@@ -117,6 +117,7 @@ def test_a_start_holding_the_key_inside_is_the_answer(rng):
 def test_batched_check_gives_the_per_key_verdicts(rng, monkeypatch, shape):
     keys = _points(shape, rng, 4000, 5)
     monkeypatch.setattr(own_sets, "MIN_KEYS", 10**9)  # every key through the decision loop
+    monkeypatch.setattr(geometry, "_BATCHED_SITE_ENTRIES", 0)  # batched checks for these few keys too
     calls = []
     batched = kernels.distance_to_working_set
     monkeypatch.setattr(kernels, "distance_to_working_set", lambda *args: calls.append(args) or batched(*args))
