@@ -75,6 +75,7 @@ class BlockIndex:
         runner = np.where(own | (second_at == keys), -1, second_at)
         return np.where(own, second_at, top_at), np.where(own, second, top), runner, second
 
+
 def grouped_columns(points, leaf=LEAF):
     """Group the rows of `points` (m, dim) into blocks with bounding balls; return ``(order, points_t, blocks)``.
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from .._jit import inline_jit, jit, parallel_jit, prange
 from .._loops import dot
+from ._scan_kernels import block_scores
 
 #: statuses returned per key by :func:`distance_to_hull_batch`
 UNSELECTABLE = 0  # distance to the hull of the others <= low: certain
@@ -285,13 +286,7 @@ def _entering(cand_t, cand_ids, skip_a, skip_b, normal, blocks, scores, bounds):
         if step > 0 and (leaf == first or bounds[leaf] - slack * length > smallest):
             continue
         begin, end = starts[leaf], starts[leaf + 1]
-        block = scores[begin:end]
-        block[:] = 0.0
-        for t in range(normal.shape[0]):
-            weight = normal[t]
-            row = cand_t[t, begin:end]
-            for c in range(end - begin):
-                block[c] += weight * row[c]
+        block = block_scores(cand_t, normal, begin, end - begin, scores[begin:])
         for c in range(end - begin):
             k = begin + c
             if ((block[c] < smallest or (block[c] == smallest and k < entering))
@@ -837,12 +832,12 @@ def distance_to_prefix_hulls(points, points_t, norm2, keys, ends, shared_seeds, 
             weights[row, :] = 0.0
             _decide_from(points, key, end, False, candidates, cand_t, norm2[candidates], start, points_t[:, :end],
                          lows[row], highs[row], max_major, row, out)
-            start = _positions(candidates, support[row])
             if status[row] != NEED_POINT:
                 break
             if (candidates == violator[row]).any():
                 status[row] = STALLED
                 break
+            start = _positions(candidates, support[row])
             ids[size] = violator[row]
             size += 1
     return out

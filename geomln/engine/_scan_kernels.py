@@ -14,7 +14,7 @@ _CHUNK = 64  # rows per thread task (they share one workspace)
 
 
 @jit
-def _block_scores(columns_t, direction, begin, width, block):
+def block_scores(columns_t, direction, begin, width, block):
     """``block[c] = direction . columns_t[:, begin + c]`` for ``c < width`` (returns the filled view)."""
     scores = block[:width]
     scores[:] = 0.0
@@ -190,7 +190,7 @@ def pruned_top_two(points_t, ids, starts, centres, radii, slack, directions):
                 if step > 0 and (leaf == first or bounds[leaf] + margin < runner):
                     continue
                 begin, size = starts[leaf], starts[leaf + 1] - starts[leaf]
-                scores = _block_scores(points_t, direction, begin, size, block)
+                scores = block_scores(points_t, direction, begin, size, block)
                 scanned[r] += 1
                 for c in range(size):
                     value, key = scores[c], ids[begin + c]
