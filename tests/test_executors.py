@@ -188,6 +188,36 @@ def test_ctrl_c_while_the_subcommands_are_imported(tmp_path):
     assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
 
 
+def _import_turning_ctrl_c_into_import_error(argv):
+    # what numpy's C core does when the Ctrl-C lands in its PyCapsule_Import of datetime
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler runs at the next bytecode boundary
+    except KeyboardInterrupt:
+        raise ImportError('PyCapsule_Import could not import module "datetime"') from None
+    raise AssertionError("no SIGINT arrived")
+
+
+def test_ctrl_c_turned_into_an_import_error_is_an_interrupt(monkeypatch, capsys):
+    from geomln.cli import _main
+
+    monkeypatch.setattr(_main, "_build_parser", _import_turning_ctrl_c_into_import_error)
+    assert _main.main(["montecarlo"]) == 130
+    assert capsys.readouterr().err == "geomln: error: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the import's own handler is gone
+
+
+def test_an_import_error_without_ctrl_c_is_not_an_interrupt(monkeypatch):
+    from geomln.cli import _main
+
+    def broken(argv):
+        raise ImportError("no module named 'something'")
+
+    monkeypatch.setattr(_main, "_build_parser", broken)
+    with pytest.raises(ImportError, match="something"):
+        _main.main(["montecarlo"])
+
+
 # a Ctrl-C that escaped a nested evaluation, as one may while numpy's extension module imports, then handled
 ESCAPED_INTERRUPT = """
 import ctypes, sys

@@ -9,7 +9,9 @@ mention of a parameter a subcommand takes from a flag is rewritten to that flag 
 import argparse
 import importlib
 import re
+import signal
 import sys
+import threading
 
 from .._version import __version__
 from ..errors import GeomlnError
@@ -127,12 +129,39 @@ def forget_handled_interrupt():
         run_source(b"pass")
 
 
+def _import_subcommand(argv):
+    """:func:`_build_parser`, or None after a Ctrl-C (which may land while numpy, scipy, ... are imported).
+
+    An extension module that imports another one from C can turn the KeyboardInterrupt into an ImportError
+    (numpy: ``PyCapsule_Import could not import module "datetime"``), so a Ctrl-C is also noted by a SIGINT
+    handler of our own while the import runs, where Python lets us set one (the main thread).
+    """
+    interrupts = []
+
+    def note_interrupt(signum, frame):
+        interrupts.append(signum)
+        raise KeyboardInterrupt
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, note_interrupt) if in_main_thread else None
+    try:
+        return _build_parser(argv)
+    except KeyboardInterrupt:
+        return None
+    except ImportError:
+        if interrupts:
+            return None
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def main(argv=None):
     """Run the command line with `argv` (default ``sys.argv[1:]``) and return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        parser = _build_parser(argv)  # imports the subcommand (numpy, scipy, ...): Ctrl-C may land here
-    except KeyboardInterrupt:
+    parser = _import_subcommand(argv)
+    if parser is None:
         print("geomln: error: interrupted", file=sys.stderr)
         return 130
     args = parser.parse_args(argv)
