@@ -6,9 +6,12 @@ contiguous memory) and never stored as a matrix. Each direction's result depends
 the results do not depend on the number of threads.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
-from .._jit import jit, parallel_jit, prange
+from .._blas import one_blas_thread
+from .._jit import get_num_threads, inline_jit, jit, parallel_jit, prange
 
 _CHUNK = 64  # rows per thread task (they share one workspace)
 
@@ -55,82 +58,145 @@ def fold_top_two(tile, first_key, top, second, top_at, second_at):
             top[r] = max(best, value)
 
 
+@jit
+def merge_top_two(top, second, top_at, second_at, later_top, later_second, later_top_at, later_second_at):
+    """Merge the top two over later keys (the ``later_*`` arrays) into the top two over earlier keys, in place.
+
+    The result is what :func:`fold_top_two` gives over both key ranges in order: ties keep the earlier key.
+    """
+    for r in range(top.shape[0]):
+        if later_top[r] > top[r]:  # the later best leads; the earlier best stays second unless beaten
+            if later_second[r] > top[r]:
+                second[r], second_at[r] = later_second[r], later_second_at[r]
+            else:
+                second[r], second_at[r] = top[r], top_at[r]
+            top[r], top_at[r] = later_top[r], later_top_at[r]
+        elif later_top[r] > second[r]:
+            second[r], second_at[r] = later_top[r], later_top_at[r]
+
+
 TILE_KEYS = 2048  # keys per tile of tiled_top_two (a 4 MiB tile with TILE_QUERIES)
 TILE_QUERIES = 256  # query directions per tile
+_PARALLEL_WORK = 1 << 24  # multiply-adds (keys x queries x dim) from which a tiled scan is split over threads
 
 
-def _tiles(points, queries):
-    """Yield ``(scores, first_key, slots)``: BLAS tiles ``points[keys] @ queries[slots].T`` covering all pairs."""
+def _tiles(points, queries, by_query=False):
+    """Yield ``(scores, first_key, slots)``: BLAS tiles ``points[keys] @ queries[slots].T`` covering all pairs.
+
+    With `by_query` the tiles are transposed: ``queries[slots] @ points[keys].T`` (directions, keys).
+    """
     count = queries.shape[0]
-    tile = np.empty((TILE_KEYS, min(count, TILE_QUERIES)))
+    buffer = np.empty(TILE_KEYS * min(count, TILE_QUERIES))
     for begin in range(0, count, TILE_QUERIES):
         end = min(count, begin + TILE_QUERIES)
-        queries_t = np.ascontiguousarray(queries[begin:end].T)
+        chunk = queries[begin:end] if by_query else np.ascontiguousarray(queries[begin:end].T)
         for first in range(0, points.shape[0], TILE_KEYS):
             keys = points[first:first + TILE_KEYS]
-            scores = tile[: keys.shape[0], : end - begin]
-            if end - begin < tile.shape[1]:
-                scores = np.empty((keys.shape[0], end - begin))
-            np.dot(keys, queries_t, out=scores)
+            shape = (end - begin, keys.shape[0]) if by_query else (keys.shape[0], end - begin)
+            scores = buffer[: shape[0] * shape[1]].reshape(shape)
+            if by_query:
+                np.dot(chunk, keys.T, out=scores)
+            else:
+                np.dot(keys, chunk, out=scores)
             yield scores, first, slice(begin, end)
+
+
+def _ranges(total, unit, work):
+    """Bounds of one range per thread over `total` items, cut at multiples of `unit` (one range below the work)."""
+    units = -(-total // unit)
+    threads = min(get_num_threads(), units) if work >= _PARALLEL_WORK else 1
+    return [unit * (units * part // threads) for part in range(threads)] + [total]
+
+
+def _in_threads(function, bounds):
+    """``[function(begin, end) for each range of bounds]``, the ranges in Python threads with one BLAS thread each.
+
+    numpy's BLAS calls and the folding kernels release the GIL, so the threads run side by side.
+    """
+    if len(bounds) == 2:
+        return [function(bounds[0], bounds[1])]
+    with one_blas_thread(), ThreadPoolExecutor(len(bounds) - 1) as pool:
+        return list(pool.map(function, bounds[:-1], bounds[1:]))
 
 
 def tiled_top_two(points, queries):
     """Return the two best rows of `points` (m, dim) along each row of `queries` (b, dim), a BLAS tile at a time.
 
     Each tile ``points[keys] @ queries[chunk].T`` (at most TILE_KEYS x TILE_QUERIES) is folded into running
-    top-two scores by :func:`fold_top_two`; no score matrix is stored. Returns ``(top_at, top, second,
-    second_at)`` (intp, float, float, intp arrays of length b).
+    top-two scores by :func:`fold_top_two`; no score matrix is stored. Large scans split the rows into one
+    contiguous range per numba thread, scanned side by side, and merge the ranges in order by
+    :func:`merge_top_two`, so the result does not depend on the number of threads. Returns ``(top_at, top,
+    second, second_at)`` (intp, float, float, intp arrays of length b).
     """
     count = queries.shape[0]
-    top, second = np.full(count, -np.inf), np.full(count, -np.inf)
-    top_at, second_at = np.full(count, -1, dtype=np.intp), np.full(count, -1, dtype=np.intp)
-    for scores, first, slots in _tiles(points, queries):
-        fold_top_two(scores, first, top[slots], second[slots], top_at[slots], second_at[slots])
+
+    def fold(begin, end):
+        top, second = np.full(count, -np.inf), np.full(count, -np.inf)
+        top_at, second_at = np.full(count, -1, dtype=np.intp), np.full(count, -1, dtype=np.intp)
+        for scores, first, slots in _tiles(points[begin:end], queries):
+            fold_top_two(scores, begin + first, top[slots], second[slots], top_at[slots], second_at[slots])
+        return top, second, top_at, second_at
+
+    (top, second, top_at, second_at), *later = _in_threads(fold, _ranges(points.shape[0], TILE_KEYS,
+                                                                          points.size * count))
+    for part in later:
+        merge_top_two(top, second, top_at, second_at, *part)
     return top_at, top, second, second_at
 
 
-@jit
-def fold_top_columns(tile, first_key, best, values, floor, floor_at):
-    """Fold a tile of scores (keys, directions) into the running `width` best keys per direction.
+@inline_jit
+def _evicted_first(value, key, other_value, other_key):
+    """Whether a kept key leaves before another: a lower score, or the same score and a later key."""
+    return value < other_value or (value == other_value and key > other_key)
 
-    ``best[r]`` and ``values[r]`` (directions, width) hold the keys kept for direction r and their scores,
-    ``floor[r]`` the lowest of them and ``floor_at[r]`` its slot (the latest key among equal lowest scores). A key
-    displaces the floor only by beating it, so ties keep the earlier keys; rows that beat no floor cost one
-    vectorised comparison per score.
+
+@jit
+def fold_top_columns(tile, first_key, best, values):
+    """Fold a tile of scores (directions, keys) into the running `width` best keys per direction.
+
+    ``best[r]`` and ``values[r]`` (directions, width) hold the keys kept for direction r and their scores as a
+    min-heap: slot 0 holds the key to leave first (the lowest score, the latest key among equal ones). A key
+    displaces it only by beating its score, so ties keep the earlier keys; a key that does not costs one
+    comparison, one that does ``log2(width)`` steps down the heap.
     """
-    keys, count = tile.shape
+    count, keys = tile.shape
     width = best.shape[1]
-    for k in range(keys):
-        scores = tile[k]
-        beats = 0
-        for r in range(count):
-            beats += scores[r] > floor[r]
-        if beats == 0:
-            continue
-        for r in range(count):
-            if scores[r] > floor[r]:
-                best[r, floor_at[r]] = first_key + k
-                values[r, floor_at[r]] = scores[r]
-                lowest, at = values[r, 0], 0
-                for j in range(1, width):  # among equal lowest scores the latest key goes first
-                    if values[r, j] < lowest or (values[r, j] == lowest and best[r, j] > best[r, at]):
-                        lowest, at = values[r, j], j
-                floor[r], floor_at[r] = lowest, at
+    for r in range(count):
+        scores, kept, kept_values = tile[r], best[r], values[r]
+        floor = kept_values[0]
+        for k in range(keys):
+            value = scores[k]
+            if value <= floor:
+                continue
+            key, slot = first_key + k, 0
+            while 2 * slot + 1 < width:
+                child = 2 * slot + 1
+                if child + 1 < width and _evicted_first(kept_values[child + 1], kept[child + 1], kept_values[child],
+                                                         kept[child]):
+                    child += 1
+                if not _evicted_first(kept_values[child], kept[child], value, key):
+                    break
+                kept_values[slot], kept[slot] = kept_values[child], kept[child]
+                slot = child
+            kept_values[slot], kept[slot] = value, key
+            floor = kept_values[0]
 
 
 def top_columns(points, queries, width):
     """For each row of `queries` (b, dim), the `width` rows of `points` (m, dim) scoring highest, a BLAS tile at a time.
 
-    Requires ``width <= m``. Returns an intp array (b, width) of row indices in no particular order (ties go to
-    the earlier row).
+    Requires ``width <= m``. Large scans split the queries into one range per numba thread, scanned side by
+    side. Returns an intp array (b, width) of row indices in no particular order (ties go to the earlier row).
     """
     count = queries.shape[0]
     best = np.full((count, width), -1, dtype=np.intp)
     values = np.full((count, width), -np.inf)
-    floor, floor_at = np.full(count, -np.inf), np.zeros(count, dtype=np.intp)
-    for scores, first, slots in _tiles(points, queries):
-        fold_top_columns(scores, first, best[slots], values[slots], floor[slots], floor_at[slots])
+
+    def fold(begin, end):
+        for scores, first, slots in _tiles(points, queries[begin:end], by_query=True):
+            fold_top_columns(scores, first, best[begin:end][slots], values[begin:end][slots])
+
+    _in_threads(fold, _ranges(count, TILE_QUERIES, points.size * count))
     return best
 
 

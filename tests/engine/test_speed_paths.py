@@ -7,6 +7,8 @@ accepts in the caller's original coordinates.
 
 import numpy as np
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from oracles import certificate_failures, qhull_vertices
 
 from geomln import selectable_keys, verify_selectability
@@ -60,15 +62,17 @@ def test_tiled_top_two_matches_numpy(rng, m, b):
     np.testing.assert_allclose(second, np.sort(scores, axis=1)[:, -2], rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", ["lattice", "rising"])
-def test_tiled_scans_keep_the_earlier_key_across_tiles(rng, shape):
+def _exact_scan_case(rng, shape):
     # integer keys and queries: exact scores, ties within and across tiles; "rising": every key beats the last
     if shape == "lattice":
-        points = rng.integers(-2, 3, (5000, 4)).astype(float)
-        queries = rng.integers(-2, 3, (300, 4)).astype(float)
-    else:
-        points = np.repeat(np.arange(2500.0), 2)[:, None] * np.ones((1, 4))
-        queries = np.abs(rng.integers(1, 4, (300, 4))).astype(float)
+        return rng.integers(-2, 3, (5000, 4)).astype(float), rng.integers(-2, 3, (600, 4)).astype(float)
+    points = np.repeat(np.arange(2500.0), 2)[:, None] * np.ones((1, 4))
+    return points, np.abs(rng.integers(1, 4, (600, 4))).astype(float)
+
+
+@pytest.mark.parametrize("shape", ["lattice", "rising"])
+def test_tiled_scans_keep_the_earlier_key_across_tiles(rng, shape):
+    points, queries = _exact_scan_case(rng, shape)
     top_at, top, second, second_at = scan_kernels.tiled_top_two(points, queries)
     scores = queries @ points.T
     order = np.argsort(-scores, axis=1, kind="stable")
@@ -78,6 +82,41 @@ def test_tiled_scans_keep_the_earlier_key_across_tiles(rng, shape):
     np.testing.assert_array_equal(second, np.take_along_axis(scores, order[:, 1:2], axis=1)[:, 0])
     best = scan_kernels.top_columns(points, queries, 7)
     np.testing.assert_array_equal(np.sort(best, axis=1), np.sort(order[:, :7], axis=1))
+
+
+@pytest.mark.parametrize("shape", ["lattice", "rising", "gaussian"])
+def test_scans_split_over_threads_give_the_one_thread_result(monkeypatch, rng, shape):
+    # three threads: top two over three ranges of keys (merged in order), top columns over three of queries;
+    # the ranges are cut between tiles, so even the rounded Gaussian scores are the one thread's bit for bit
+    points, queries = _exact_scan_case(rng, shape) if shape != "gaussian" else (rng.standard_normal((5000, 9)),
+                                                                                  rng.standard_normal((600, 9)))
+    one_thread = [*scan_kernels.tiled_top_two(points, queries), scan_kernels.top_columns(points, queries, 7)]
+    ranges, in_threads = [], scan_kernels._in_threads
+    monkeypatch.setattr(scan_kernels, "_PARALLEL_WORK", 0)
+    monkeypatch.setattr(scan_kernels, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(scan_kernels, "_in_threads", lambda f, bounds: ranges.append(bounds) or in_threads(f, bounds))
+    threaded = [*scan_kernels.tiled_top_two(points, queries), scan_kernels.top_columns(points, queries, 7)]
+    assert ranges == [[0, 2048, 4096, 5000], [0, 256, 512, 600]]
+    for expected, found in zip(one_thread, threaded, strict=True):
+        np.testing.assert_array_equal(found, expected)
+
+
+@given(st.lists(st.integers(-3, 3), min_size=2, max_size=40), st.integers(1, 39))
+@example([1, 2, 1], 1)  # the later second ties the earlier best
+@example([2, 1, 2], 1)  # the later best ties the earlier best
+@example([2, 1, 1], 2)  # the later best ties the earlier second
+def test_merged_top_two_is_the_top_two_of_the_whole_range(scores, cut):
+    # exact small integer scores with many ties; the first `cut` keys are the earlier range
+    cut = min(cut, len(scores) - 1)
+    values = np.array(scores, dtype=float)[:, None]
+    parts = [scan_kernels.tiled_top_two(values[:cut], np.ones((1, 1))),
+             scan_kernels.tiled_top_two(values[cut:], np.ones((1, 1)))]
+    (top_at, top, second, second_at), (later_at, later, later_second, later_second_at) = parts
+    scan_kernels.merge_top_two(top, second, top_at, second_at, later, later_second, later_at + cut,
+                               later_second_at + np.where(later_second_at >= 0, cut, 0))
+    order = np.argsort(-values[:, 0], kind="stable")
+    assert (top_at[0], second_at[0]) == (order[0], order[1])
+    assert (top[0], second[0]) == (values[order[0], 0], values[order[1], 0])
 
 
 # ------------------------------------------------------------------------------------------------
