@@ -248,25 +248,41 @@ def process_pool_map(function, tasks, workers, initializer, initargs, *, on_idle
             for future in finished:
                 yield pending.pop(future), future.result()
     except BaseException:
-        _kill(executor)
+        _shut_down(executor, kill=True)
         raise
-    executor.shutdown(wait=True)
+    _shut_down(executor, kill=False)
 
 
-def _kill(executor):
-    """Shut `executor` down now: cancel the tasks not yet running and kill the workers.
+#: how long to wait for the call queue's feeder thread once the pool is shut down; it has its sentinel by
+#: then and ends at once unless a task too large for the pipe is still being written to killed workers
+_FEEDER_JOIN_SECONDS = 10.0
+
+
+def _shut_down(executor, *, kill):
+    """Shut `executor` down and wait for its threads; with `kill`, cancel the waiting tasks and kill the workers.
 
     loky's manager thread drops every pending task when it sees ``kill_workers=True``, then takes the next
     task id from its queue and raises ``KeyError`` (printed as a thread traceback, with a leaked semaphore)
     if that queue is not empty, as it is when more tasks were submitted than the workers can hold. Emptying
     the queue first, as CPython's own executor does on ``cancel_futures=True``, closes the race: no task is
     submitted after this point, and the manager thread consumes the queue only in its own loop.
+
+    loky does not join the call queue's feeder thread (a daemon thread) for a queue this process created.
+    That thread holds the queue's semaphores, so when it ends last it unlinks them in its own time; if the
+    interpreter exits meanwhile, the unlink happens but the resource tracker never hears of it and prints
+    "leaked semlock objects" and a FileNotFoundError on stderr (caught by the test suite). Joining the
+    thread while the queue is still referenced here leaves the semaphores to this thread.
     """
-    work_ids = getattr(executor, "_work_ids", None)
-    while work_ids is not None and not work_ids.empty():
-        with contextlib.suppress(queue.Empty):
-            work_ids.get_nowait()
-    executor.shutdown(wait=True, kill_workers=True)
+    call_queue = getattr(executor, "_call_queue", None)
+    if kill:
+        work_ids = getattr(executor, "_work_ids", None)
+        while work_ids is not None and not work_ids.empty():
+            with contextlib.suppress(queue.Empty):
+                work_ids.get_nowait()
+    executor.shutdown(wait=True, kill_workers=kill)
+    feeder = getattr(call_queue, "_thread", None)
+    if feeder is not None:
+        feeder.join(_FEEDER_JOIN_SECONDS)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
@@ -117,6 +118,23 @@ for _ in range(8):
     done = subprocess.run([sys.executable, "-c", rounds], capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
+
+
+class _SlowToPickle:
+    """Pickles to the int 3, slowly: the call queue's feeder thread is busy with it when the pool stops."""
+
+    def __reduce__(self):
+        time.sleep(0.2)
+        return int, (3,)
+
+
+def test_no_queue_feeder_thread_outlives_a_pool_stopped_early():
+    # the feeder thread holds the call queue's semaphores; left running, it unlinked them while the
+    # interpreter exited and loky's resource tracker printed "leaked semlock objects" (seen once in CI)
+    tasks = [(2, _SlowToPickle())] * 20
+    with closing(process_pool_map(operator.mul, tasks, 2, int, ())) as results:
+        assert next(results) == (tasks[0], 6)
+    assert not [thread for thread in threading.enumerate() if thread.name == "QueueFeederThread"]
 
 #: one cell that runs for about a minute beside small ones that finish at once, so that a run is
 #: interrupted while a checkpoint exists and cells are still running
