@@ -135,7 +135,9 @@ def test_covered_needs_the_whole_cap_in_the_first_working_set(rng):
     seeds, directions, floor = local._seeds(tree, np.array([0]), 6)
     witness = directions.copy()
     assert local._covered(tree, np.array([0]), directions, witness, np.array([1e-9]), floor)[0]
-    tilted = directions + np.array([[0.0, 0.1]])  # a witness far from the key's own direction: not covered
+    # a witness far from the key's own direction: not covered. Tilted across that direction, which the frame
+    # may turn anywhere (the even circle's covariance is isotropic, so its axes are the LAPACK build's choice)
+    tilted = directions + 0.1 * directions[:, ::-1] * np.array([-1.0, 1.0])
     tilted /= np.linalg.norm(tilted)
     assert not local._covered(tree, np.array([0]), directions, tilted, np.array([1e-9]), floor)[0]
     assert not local._covered(tree, np.array([0]), directions, witness, np.array([0.5]), floor)[0]  # a wide cap
