@@ -27,18 +27,26 @@ def _layer_norm(x, module):
     return (x - mean) / np.sqrt(var + module.eps) * _np(module.weight) + _np(module.bias)
 
 
-def assert_within_one_float16_unit(stored, fresh):
-    """`stored` (float16 values) is `fresh` rounded to float16, up to one float16 unit of the value.
+#: float32 drift allowed between machines, as a share of a layer's largest value: another machine's BLAS and
+#: torch kernels sum in another order, and each layer carries the previous one's rounding further (one
+#: machine's fresh MiniLM capture differed from the bundled one by up to 4e-4 of that in layers 1-5)
+DRIFT = 1e-2
 
-    Correct rounding is within half a unit; the other half covers a fresh float32 value that differs from
-    the one that was rounded by a few float32 units (another machine's BLAS).
+
+def assert_matches_stored_float16(stored, fresh):
+    """`stored` (float16 values, layers first) is `fresh` rounded to float16, up to float32 drift.
+
+    Each value must be within one float16 unit of the fresh one (correct rounding is within half a unit)
+    or within `DRIFT` times the largest magnitude of its layer; a wrong layer, head or token order is off by
+    the values themselves.
     """
     fresh = np.asarray(fresh, dtype=np.float64)
     assert stored.shape == fresh.shape
     unit = np.spacing(np.abs(stored).astype(np.float16)).astype(np.float64)
-    off = np.abs(stored - fresh) > unit
+    scale = np.abs(fresh).max(axis=tuple(range(1, fresh.ndim)), keepdims=True)
+    off = np.abs(stored - fresh) > np.maximum(unit, DRIFT * scale)
     assert not off.any(), (
-        f"{int(off.sum())} of {off.size} values differ from the stored float16 by more than one float16 unit"
+        f"{int(off.sum())} of {off.size} values differ from the stored float16 by more than rounding and drift"
         f" (first at {np.argwhere(off)[:1].tolist()})"
     )
 
@@ -430,12 +438,12 @@ def test_minilm_capture_matches_weights_and_the_bundled_file():
     assert bundled.seq_offsets.tolist() == [0, 80, 160] and bundled.tokens == captured.tokens
     assert bundled.tokens[:4] == ("[CLS]", "in", "the", "beginning")
     # The bundled file is this capture rounded to float16. A float32 capture on another machine (another
-    # BLAS kernel) may land on the other side of a float16 rounding boundary, so each stored value must be
-    # within one float16 unit of the fresh one; a wrong layer, head or token order is off by far more.
-    assert_within_one_float16_unit(bundled.values, keys)
+    # BLAS kernel) differs by a little drift, so each stored value must be within rounding and that drift of
+    # the fresh one; a wrong layer, head or token order is off by far more.
+    assert_matches_stored_float16(bundled.values, keys)
     swapped = keys[:, [1, 0, *range(2, 12)]]
-    with pytest.raises(AssertionError, match="float16 unit"):
-        assert_within_one_float16_unit(bundled.values, swapped)
+    with pytest.raises(AssertionError, match="rounding and drift"):
+        assert_matches_stored_float16(bundled.values, swapped)
     for name in ("queries", "hidden_before_ln", "hidden_after_ln"):
         stored = load_keys(DATA / "minilm_keys.npz", name=name)
-        assert_within_one_float16_unit(stored.values, captured.arrays[name])
+        assert_matches_stored_float16(stored.values, captured.arrays[name])
