@@ -811,20 +811,26 @@ def distance_to_prefix_hulls(points, points_t, norm2, keys, ends, shared_seeds, 
         key, end = keys[row], ends[row]
         ids = np.empty(end, dtype=np.intp)
         size = 0
-        for seed in shared_seeds:
-            if seed >= end:
-                break
-            if seed != key:
+        for seed in seeds[row]:  # the key's own seeds first, at positions 0..own-1: Wolfe starts from them
+            if 0 <= seed < end and seed != key and not (ids[:size] == seed).any():
                 ids[size] = seed
                 size += 1
-        for seed in seeds[row]:
-            if 0 <= seed < end and seed != key and not (ids[:size] == seed).any():
+        own = size
+        own_sorted = np.sort(ids[:own])
+        at = 0
+        for seed in shared_seeds:  # then the shared seeds, merged past the own ones (both sorted)
+            if seed >= end:
+                break
+            while at < own and own_sorted[at] < seed:
+                at += 1
+            if seed != key and not (at < own and own_sorted[at] == seed):
                 ids[size] = seed
                 size += 1
         if size == 0:
             ids[0] = 1 if key == 0 else 0
             size = 1
-        start = _positions(ids[:size], seeds[row])  # Wolfe starts from the key's seeds, then from its last support
+        start = np.full(seeds.shape[1], -1, dtype=np.intp)  # Wolfe starts from the key's seeds, then from
+        start[:own] = np.arange(own)  # its last support
         while True:
             candidates = ids[:size].copy()
             cand_t = np.ascontiguousarray(points_t[:, candidates])
