@@ -11,6 +11,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .._blas import one_blas_thread
+from .._jit import get_num_threads
 from . import _kernels as kernels
 from ._blocks import BlockIndex, grouped_columns
 
@@ -411,12 +412,21 @@ def decide_in_prefixes(points, keys, ends, shared_seeds, seeds, lows, highs):
     `seeds` (b, k) start each key's working set (ids, padded with -1); `lows` and `highs` are per-key
     stopping distances as in :func:`wolfe_limits`. Returns :class:`Decisions`; status NEED_POINT never
     occurs, STALLED keys are left to the caller.
+
+    A key's cost grows with its prefix, and numba gives each thread one contiguous range of rows, so the
+    rows are dealt out in turn (row ``r`` to range ``r mod threads``); each key's result does not depend on
+    its thread.
     """
     points = np.ascontiguousarray(points)
     max_major = wolfe_limits(1.0, points.shape[1])[2]
-    st, dist, marg, direc, supp, wts, _ = kernels.distance_to_prefix_hulls(
-        points, np.ascontiguousarray(points.T), (points * points).sum(axis=1), np.asarray(keys, dtype=np.intp),
-        np.asarray(ends, dtype=np.intp), np.unique(np.asarray(shared_seeds, dtype=np.intp)),
-        np.ascontiguousarray(seeds, dtype=np.intp),
-        np.ascontiguousarray(lows, dtype=np.float64), np.ascontiguousarray(highs, dtype=np.float64), max_major)
-    return Decisions(st, dist, marg, direc, supp, wts)
+    deal = np.argsort(np.arange(len(keys)) % get_num_threads(), kind="stable")
+    outputs = kernels.distance_to_prefix_hulls(
+        points, np.ascontiguousarray(points.T), (points * points).sum(axis=1),
+        np.asarray(keys, dtype=np.intp)[deal], np.asarray(ends, dtype=np.intp)[deal],
+        np.unique(np.asarray(shared_seeds, dtype=np.intp)),
+        np.ascontiguousarray(np.asarray(seeds)[deal], dtype=np.intp),
+        np.ascontiguousarray(np.asarray(lows)[deal], dtype=np.float64),
+        np.ascontiguousarray(np.asarray(highs)[deal], dtype=np.float64), max_major)
+    undeal = np.empty_like(deal)
+    undeal[deal] = np.arange(deal.size)
+    return Decisions(*(output[undeal] for output in outputs[:6]))

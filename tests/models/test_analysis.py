@@ -1,6 +1,7 @@
 """analyze_keys and causal_last_positions against naive oracles (an engine call per prefix, brute argmax)."""
 
 import csv
+import functools
 import io
 import json
 
@@ -10,6 +11,7 @@ from cases import layer_norm_rows
 
 import geomln
 from geomln import DataFileError, InputError, KeyArray, analyze_keys, save_keys
+from geomln.engine import _geometry
 from geomln.models.causal import causal_last_positions
 
 SQUARE = np.array([[0, 0], [4, 0], [0, 4], [4, 4]], dtype=float)
@@ -76,6 +78,24 @@ def test_causal_last_positions_on_layer_norm_keys_and_with_one_thread(rng):
     finally:
         geomln._jit.set_num_threads(threads)
 
+
+
+def test_prefix_decisions_dealt_over_threads_are_in_the_keys_order(rng, monkeypatch):
+    points = rng.normal(size=(300, 4))
+    keys = np.arange(20, 300, 7)
+    ends = keys + 1 + (keys % 3) * 40  # mixed prefix lengths, some past the key
+    seeds = np.full((keys.size, 10), -1)
+    seeds[:, 0] = keys // 2
+    lows, highs = np.full(keys.size, 1e-10), np.full(keys.size, 1e-8)
+    decide = functools.partial(_geometry.decide_in_prefixes, points, keys, np.minimum(ends, 300), np.arange(5),
+                               seeds, lows, highs)
+    monkeypatch.setattr(_geometry, "get_num_threads", lambda: 1)
+    in_order = decide()
+    monkeypatch.setattr(_geometry, "get_num_threads", lambda: 3)
+    dealt = decide()
+    assert len(set(in_order.status.tolist())) == 2  # both verdicts occur
+    for name in ("status", "distance", "margin", "direction", "support", "weights"):
+        np.testing.assert_array_equal(getattr(dealt, name), getattr(in_order, name), err_msg=name)
 
 def test_causal_keys_that_arrive_inside_never_win_and_a_later_copy_ends_a_window():
     keys = np.array([[0, 0], [4, 0], [0, 4], [1, 1], [2, 0], [5, 5], [4, 0]], dtype=float)
