@@ -84,8 +84,7 @@ def grouped_columns(points, leaf=LEAF):
     l lies within ``radii[l]`` of ``centres[l]`` (both rounded up), and `slack` bounds the rounding of a score
     or a bound along a unit direction.
     """
-    order, starts = _split(points, leaf)
-    grouped = points[order]
+    order, starts, grouped = scan_kernels.split_blocks(np.ascontiguousarray(points, dtype=np.float64), leaf)
     sizes = np.diff(starts)
     centres = np.add.reduceat(grouped, starts[:-1], axis=0) / sizes[:, None]
     offsets = np.linalg.norm(grouped - np.repeat(centres, sizes, axis=0), axis=1)
@@ -93,25 +92,3 @@ def grouped_columns(points, leaf=LEAF):
     radii = np.maximum.reduceat(offsets, starts[:-1]) * (1 + _SLACK) + _SLACK * scale
     slack = 4 * _SLACK * (scale + float(np.abs(centres).sum(axis=1).max(initial=0.0)))
     return order, np.ascontiguousarray(grouped.T), (starts, centres, radii, slack)
-
-
-def _split(points, leaf):
-    """Return an order of the rows grouping them into blocks of at most `leaf`, and the block starts.
-
-    A block larger than `leaf` is split at the median of its coordinate of widest range (deterministic).
-    """
-    m = points.shape[0]
-    order = np.arange(m)
-    pending, blocks = [(0, m)], []
-    while pending:
-        begin, end = pending.pop()
-        if end - begin <= leaf:
-            blocks.append(begin)
-            continue
-        rows = order[begin:end]
-        part = points[rows]
-        axis = int(np.argmax(part.max(axis=0) - part.min(axis=0)))
-        half = (end - begin) // 2
-        order[begin:end] = rows[np.argpartition(part[:, axis], half, kind="introselect")]
-        pending += [(begin + half, end), (begin, begin + half)]
-    return order, np.append(np.sort(blocks), m).astype(np.intp)

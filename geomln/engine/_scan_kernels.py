@@ -200,6 +200,121 @@ def top_columns(points, queries, width):
     return best
 
 
+#: pending ranges of split_blocks at most: two per level of its depth-first splits, 64 levels
+_MAX_PENDING = 130
+#: quickselect rounds on one range before its median is taken from a heap sort (O(k log k) at worst)
+_SELECT_ROUNDS = 64
+
+
+@inline_jit
+def _swap_rows(rows, order, a, b):
+    """Swap rows `a` and `b` of `rows` and entries `a` and `b` of `order`."""
+    for t in range(rows.shape[1]):
+        rows[a, t], rows[b, t] = rows[b, t], rows[a, t]
+    order[a], order[b] = order[b], order[a]
+
+
+@inline_jit
+def _sift_down(rows, order, axis, root, end):
+    """Restore the max-heap on ``rows[:end, axis]`` below `root` (:func:`_heap_sort`)."""
+    while 2 * root + 1 < end:
+        child = 2 * root + 1
+        if child + 1 < end and rows[child + 1, axis] > rows[child, axis]:
+            child += 1
+        if rows[root, axis] >= rows[child, axis]:
+            return
+        _swap_rows(rows, order, root, child)
+        root = child
+
+
+@jit
+def _heap_sort(rows, order, axis):
+    """Sort `rows` (and `order` alike) by column `axis`, in place, in O(k log k)."""
+    k = rows.shape[0]
+    for root in range(k // 2 - 1, -1, -1):
+        _sift_down(rows, order, axis, root, k)
+    for end in range(k - 1, 0, -1):
+        _swap_rows(rows, order, 0, end)
+        _sift_down(rows, order, axis, 0, end)
+
+
+@jit
+def select_rows(rows, order, axis, k, max_rounds):
+    """Reorder `rows` (and `order` alike) so that ``rows[:k, axis] <= rows[k, axis] <= rows[k + 1:, axis]``.
+
+    Quickselect with a median-of-three pivot and a three-way partition (a run of equal values ends it at once);
+    after `max_rounds` rounds the range left is heap sorted instead, which bounds the worst case. Deterministic.
+    """
+    lo, hi = 0, rows.shape[0]
+    for _ in range(max_rounds):
+        if hi - lo <= 1:
+            return
+        a, b, c = rows[lo, axis], rows[(lo + hi) // 2, axis], rows[hi - 1, axis]
+        pivot = max(min(a, b), min(max(a, b), c))
+        below, at, above = lo, lo, hi - 1  # [lo, below) < pivot, [below, at) == pivot, (above, hi) > pivot
+        while at <= above:
+            if rows[at, axis] < pivot:
+                _swap_rows(rows, order, below, at)
+                below += 1
+                at += 1
+            elif rows[at, axis] > pivot:
+                _swap_rows(rows, order, at, above)
+                above -= 1
+            else:
+                at += 1
+        if k < below:
+            hi = below
+        elif k > above:
+            lo = above + 1
+        else:
+            return
+    _heap_sort(rows[lo:hi], order[lo:hi], axis)
+
+
+@jit
+def split_blocks(points, leaf):
+    """Group the rows of `points` into blocks of at most `leaf`; return ``(order, starts, grouped)``.
+
+    A range of more than `leaf` rows is split at the median of its coordinate of widest range (the first such
+    coordinate), depth first, so the blocks come out in order of their starts; deterministic. ``grouped`` is
+    ``points[order]``, built while splitting (each range is contiguous), and `starts` ends with the number of
+    rows.
+    """
+    m, dim = points.shape
+    grouped = points.copy()
+    order = np.arange(m)
+    pending = np.empty((_MAX_PENDING, 2), dtype=np.intp)
+    pending[0, 0], pending[0, 1] = 0, m
+    waiting = 1
+    starts = np.empty(m + 1, dtype=np.intp)
+    blocks = 0
+    low, high = np.empty(dim), np.empty(dim)
+    while waiting:
+        waiting -= 1
+        begin, end = pending[waiting, 0], pending[waiting, 1]
+        if end - begin <= leaf:
+            starts[blocks] = begin
+            blocks += 1
+            continue
+        low[:] = np.inf
+        high[:] = -np.inf
+        for r in range(begin, end):
+            for t in range(dim):
+                low[t] = min(low[t], grouped[r, t])
+                high[t] = max(high[t], grouped[r, t])
+        axis = 0
+        for t in range(1, dim):
+            if high[t] - low[t] > high[axis] - low[axis]:
+                axis = t
+        half = (end - begin) // 2
+        select_rows(grouped[begin:end], order[begin:end], axis, half, _SELECT_ROUNDS)
+        pending[waiting, 0], pending[waiting, 1] = begin + half, end
+        pending[waiting + 1, 0], pending[waiting + 1, 1] = begin, begin + half
+        waiting += 2
+    starts[blocks] = m
+    return order, starts[:blocks + 1].copy(), grouped
+
+
 @parallel_jit
 def pruned_top_two(points_t, ids, starts, centres, radii, slack, directions):
     """Top two rows along each direction, scoring only the blocks of rows whose bounding ball can compete.

@@ -7,7 +7,7 @@ agree to rounding and the ids must score what they claim.
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from oracles import certificate_failures, lp_selectable, qhull_vertices
 
@@ -57,6 +57,42 @@ def test_blocks_hold_every_key_once_within_their_balls(rng):
     offsets = np.linalg.norm(points[index.ids] - np.repeat(index.centres, sizes, axis=0), axis=1)
     assert (offsets <= np.repeat(index.radii, sizes)).all()
 
+
+
+values_lists = st.lists(st.integers(-3, 3).map(float) | st.floats(-1e300, 1e300, allow_nan=False), min_size=1,
+                        max_size=300)
+
+
+@given(values=values_lists, position=st.floats(0, 1), rounds=st.sampled_from([0, 1, 2, 64]))
+@example(values=[float(v) for v in range(200)], position=0.5, rounds=64)  # sorted
+@example(values=[float(v) for v in range(200, 0, -1)], position=0.5, rounds=1)  # reversed, then the heap sort
+@example(values=[1.0] * 100 + [0.0], position=0.3, rounds=64)  # one run of equal values
+@example(values=[2.0, 1.0, 2.0, 1.0, 2.0], position=0.5, rounds=0)  # the heap sort alone, with ties
+def test_select_rows_puts_the_kth_value_in_place_and_moves_whole_rows(values, position, rounds):
+    values = np.asarray(values)
+    k = min(int(position * values.size), values.size - 1)
+    rows = np.column_stack([values, np.arange(values.size), -values])
+    order = np.arange(values.size) + 7
+    scan_kernels.select_rows(rows, order, 0, k, rounds)
+    column = rows[:, 0]
+    assert (column[:k] <= column[k]).all() and (column[k + 1:] >= column[k]).all()
+    assert column[k] == np.sort(values)[k]
+    moved = rows[:, 1].astype(np.intp)
+    np.testing.assert_array_equal(np.sort(moved), np.arange(values.size))  # a permutation of the rows
+    np.testing.assert_array_equal(rows, np.column_stack([values[moved], moved, -values[moved]]))
+    np.testing.assert_array_equal(order, moved + 7)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "lattice", "equal", "sorted"])
+def test_split_blocks_group_every_row_once_in_blocks_of_at_most_leaf(rng, kind):
+    points = {"gaussian": rng.standard_normal((3001, 4)), "lattice": np.round(rng.standard_normal((3001, 4))),
+              "equal": np.ones((3001, 4)), "sorted": np.repeat(np.arange(3001.0)[:, None], 4, axis=1)}[kind]
+    for leaf in (2, 5, 64):
+        order, starts, grouped = scan_kernels.split_blocks(points, leaf)
+        np.testing.assert_array_equal(np.sort(order), np.arange(3001))
+        np.testing.assert_array_equal(grouped, points[order])
+        sizes = np.diff(starts)
+        assert starts[0] == 0 and starts[-1] == 3001 and sizes.min() >= 1 and sizes.max() <= leaf
 
 @pytest.mark.parametrize("shape", ["gaussian", "sphere", "clusters", "outliers"])
 def test_both_paths_agree_with_a_full_scan(rng, shape):
