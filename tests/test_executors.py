@@ -119,7 +119,6 @@ for _ in range(8):
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
-
 class _SlowToPickle:
     """Pickles to the int 3, slowly: the call queue's feeder thread is busy with it when the pool stops."""
 
@@ -135,6 +134,7 @@ def test_no_queue_feeder_thread_outlives_a_pool_stopped_early():
     with closing(process_pool_map(operator.mul, tasks, 2, int, ())) as results:
         assert next(results) == (tasks[0], 6)
     assert not [thread for thread in threading.enumerate() if thread.name == "QueueFeederThread"]
+
 
 #: one cell that runs for about a minute beside small ones that finish at once, so that a run is
 #: interrupted while a checkpoint exists and cells are still running

@@ -58,7 +58,6 @@ def test_blocks_hold_every_key_once_within_their_balls(rng):
     assert (offsets <= np.repeat(index.radii, sizes)).all()
 
 
-
 values_lists = st.lists(st.integers(-3, 3).map(float) | st.floats(-1e300, 1e300, allow_nan=False), min_size=1,
                         max_size=300)
 
@@ -93,6 +92,7 @@ def test_split_blocks_group_every_row_once_in_blocks_of_at_most_leaf(rng, kind):
         np.testing.assert_array_equal(grouped, points[order])
         sizes = np.diff(starts)
         assert starts[0] == 0 and starts[-1] == 3001 and sizes.min() >= 1 and sizes.max() <= leaf
+
 
 @pytest.mark.parametrize("shape", ["gaussian", "sphere", "clusters", "outliers"])
 def test_both_paths_agree_with_a_full_scan(rng, shape):

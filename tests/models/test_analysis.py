@@ -79,7 +79,6 @@ def test_causal_last_positions_on_layer_norm_keys_and_with_one_thread(rng):
         geomln._jit.set_num_threads(threads)
 
 
-
 def test_prefix_decisions_dealt_over_threads_are_in_the_keys_order(rng, monkeypatch):
     points = rng.normal(size=(300, 4))
     keys = np.arange(20, 300, 7)
@@ -96,6 +95,7 @@ def test_prefix_decisions_dealt_over_threads_are_in_the_keys_order(rng, monkeypa
     assert len(set(in_order.status.tolist())) == 2  # both verdicts occur
     for name in ("status", "distance", "margin", "direction", "support", "weights"):
         np.testing.assert_array_equal(getattr(dealt, name), getattr(in_order, name), err_msg=name)
+
 
 def test_causal_keys_that_arrive_inside_never_win_and_a_later_copy_ends_a_window():
     keys = np.array([[0, 0], [4, 0], [0, 4], [1, 1], [2, 0], [5, 5], [4, 0]], dtype=float)
