@@ -40,7 +40,7 @@ class BlockIndex:
 
     def __init__(self, points):
         self.points = np.ascontiguousarray(points, dtype=np.float64)
-        self.ids, self.points_t, (self.starts, self.centres, self.radii, self.slack) = grouped_columns(self.points)
+        self.ids, self.points_t, (self.starts, self.centres_t, self.radii, self.slack) = grouped_columns(self.points)
         self.pays = None  # decided by the first _PROBE directions of the first batch of at least that many
 
     def top_two(self, directions):
@@ -55,7 +55,7 @@ class BlockIndex:
             return tuple(np.concatenate([a, b]) for a, b in zip(first, rest, strict=True))
         if self.pays is False:
             return scan_kernels.tiled_top_two(self.points, directions)
-        *result, scanned = scan_kernels.pruned_top_two(self.points_t, self.ids, self.starts, self.centres,
+        *result, scanned = scan_kernels.pruned_top_two(self.points_t, self.ids, self.starts, self.centres_t,
                                                        self.radii, self.slack, directions)
         if self.pays is None and directions.shape[0] == _PROBE:
             self.pays = bool(scanned.mean() <= _MAX_SCANNED * self.radii.size)
@@ -80,9 +80,9 @@ def grouped_columns(points, leaf=LEAF):
     """Group the rows of `points` (m, dim) into blocks with bounding balls; return ``(order, points_t, blocks)``.
 
     ``points_t = points[order].T`` (C order) holds the rows as columns, block by block, and ``blocks = (starts,
-    centres, radii, slack)`` as :func:`geomln.engine._scan_kernels.pruned_top_two` takes them: every row of block
-    l lies within ``radii[l]`` of ``centres[l]`` (both rounded up), and `slack` bounds the rounding of a score
-    or a bound along a unit direction.
+    centres_t, radii, slack)`` as :func:`geomln.engine._scan_kernels.pruned_top_two` takes them: every row of
+    block l lies within ``radii[l]`` of ``centres_t[:, l]`` (radii rounded up), and `slack` bounds the rounding
+    of a score or a bound along a unit direction.
     """
     order, starts, grouped = scan_kernels.split_blocks(np.ascontiguousarray(points, dtype=np.float64), leaf)
     sizes = np.diff(starts)
@@ -91,4 +91,4 @@ def grouped_columns(points, leaf=LEAF):
     scale = float(np.linalg.norm(points, axis=1).max(initial=0.0))
     radii = np.maximum.reduceat(offsets, starts[:-1]) * (1 + _SLACK) + _SLACK * scale
     slack = 4 * _SLACK * (scale + float(np.abs(centres).sum(axis=1).max(initial=0.0)))
-    return order, np.ascontiguousarray(grouped.T), (starts, centres, radii, slack)
+    return order, np.ascontiguousarray(grouped.T), (starts, np.ascontiguousarray(centres.T), radii, slack)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .._jit import inline_jit, jit, parallel_jit, prange
 from .._loops import dot
-from ._scan_kernels import block_scores
+from ._scan_kernels import block_bounds, block_scores
 
 #: statuses returned per key by :func:`distance_to_hull_batch`
 UNSELECTABLE = 0  # distance to the hull of the others <= low: certain
@@ -258,40 +258,40 @@ def _normal_part(q, rows, x, out):
                 out[t] -= projection * q[j, t]
 
 
+@inline_jit
+def _fold_least(cand_t, cand_ids, skip_a, skip_b, normal, starts, leaf, scores, entering, smallest):
+    """Fold the candidates of block `leaf` into the least score so far (see :func:`_entering`); return it."""
+    begin, end = starts[leaf], starts[leaf + 1]
+    block = block_scores(cand_t, normal, begin, end - begin, scores[begin:])
+    for c in range(end - begin):
+        k = begin + c
+        if ((block[c] < smallest or (block[c] == smallest and k < entering))
+                and cand_ids[k] != skip_a and cand_ids[k] != skip_b):
+            smallest, entering = block[c], k
+    return entering, smallest
+
+
 @jit
 def _entering(cand_t, cand_ids, skip_a, skip_b, normal, blocks, scores, bounds):
     """Return the candidate of least score ``normal . c`` (the first among equal ones) and its score.
 
-    Ids equal to `skip_a` or `skip_b` are skipped. `blocks` is ``(starts, centres, radii, slack)`` as for
+    Ids equal to `skip_a` or `skip_b` are skipped. `blocks` is ``(starts, centres_t, radii, slack)`` as for
     :func:`geomln.engine._scan_kernels.pruned_top_two`: the candidates grouped into blocks with bounding balls.
     The block of lowest bound ``normal . centre - |normal| radius`` is scored first, then only the blocks whose
     bound, less ``|normal|`` times the slack, still reaches below the least score so far; with one block every
     candidate is scored. The scores are those of the full scan, so the result is too. `scores` and `bounds`
     are workspaces (a candidate and a block each).
     """
-    starts, centres, radii, slack = blocks
-    leaves = radii.shape[0]
+    starts, centres_t, radii, slack = blocks
     length = np.sqrt(dot(normal, normal))
-    first = 0
-    for leaf in range(leaves):
-        bound = -radii[leaf] * length
-        for t in range(normal.shape[0]):
-            bound += normal[t] * centres[leaf, t]
-        bounds[leaf] = bound
-        if bound < bounds[first]:
-            first = leaf
-    smallest, entering = np.inf, -1
-    for step in range(leaves + 1):
-        leaf = first if step == 0 else step - 1
-        if step > 0 and (leaf == first or bounds[leaf] - slack * length > smallest):
+    margin = slack * length
+    first = block_bounds(centres_t, radii, normal, length, -1.0, bounds)  # of -scores: the lowest first
+    entering, smallest = _fold_least(cand_t, cand_ids, skip_a, skip_b, normal, starts, first, scores, -1, np.inf)
+    for leaf in range(radii.shape[0]):
+        if leaf == first or bounds[leaf] + margin < -smallest:
             continue
-        begin, end = starts[leaf], starts[leaf + 1]
-        block = block_scores(cand_t, normal, begin, end - begin, scores[begin:])
-        for c in range(end - begin):
-            k = begin + c
-            if ((block[c] < smallest or (block[c] == smallest and k < entering))
-                    and cand_ids[k] != skip_a and cand_ids[k] != skip_b):
-                smallest, entering = block[c], k
+        entering, smallest = _fold_least(cand_t, cand_ids, skip_a, skip_b, normal, starts, leaf, scores, entering,
+                                         smallest)
     return entering, smallest
 
 
@@ -422,7 +422,7 @@ def _allocate_decisions(b, dim):
 @jit
 def one_block(count, dim):
     """Return the `blocks` argument of :func:`min_norm_point` that puts all `count` candidates in one block."""
-    return np.array([0, count], dtype=np.intp), np.zeros((1, dim)), np.full(1, np.inf), 0.0
+    return np.array([0, count], dtype=np.intp), np.zeros((dim, 1)), np.full(1, np.inf), 0.0
 
 
 @jit

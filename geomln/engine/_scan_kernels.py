@@ -315,8 +315,48 @@ def split_blocks(points, leaf):
     return order, starts[:blocks + 1].copy(), grouped
 
 
+@inline_jit
+def block_bounds(centres_t, radii, direction, length, sign, bounds):
+    """Fill `bounds` with the most any row of each block scores along ``sign * direction``; return the highest's block.
+
+    ``bounds[l] = |direction| radii[l] + sign * direction . centres[l]`` (`length` is ``|direction|``, `sign`
+    is 1.0 or -1.0, which negates the bound of the lowest score exactly); the first block of highest bound is
+    returned.
+    """
+    leaves = radii.shape[0]
+    for leaf in range(leaves):
+        bounds[leaf] = radii[leaf] * length
+    for t in range(centres_t.shape[0]):  # a direction coordinate at a time: the inner loop vectorises
+        weight, row = sign * direction[t], centres_t[t]
+        for leaf in range(leaves):
+            bounds[leaf] += weight * row[leaf]
+    first = 0
+    for leaf in range(1, leaves):
+        if bounds[leaf] > bounds[first]:
+            first = leaf
+    return first
+
+
+@inline_jit
+def _fold_block(points_t, ids, begin, size, direction, block, best, best_at, runner, runner_at):
+    """Fold the block of columns ``begin:begin + size`` into a running top two; return it, as the arguments."""
+    scores = block_scores(points_t, direction, begin, size, block)
+    highest = -np.inf
+    for c in range(size):
+        highest = max(highest, scores[c])
+    if highest < runner:  # no row enters the top two (an equal score may: the smaller id decides)
+        return best, best_at, runner, runner_at
+    for c in range(size):
+        value, key = scores[c], ids[begin + c]
+        if value > best or (value == best and key < best_at):
+            runner, runner_at, best, best_at = best, best_at, value, key
+        elif value > runner or (value == runner and key < runner_at):
+            runner, runner_at = value, key
+    return best, best_at, runner, runner_at
+
+
 @parallel_jit
-def pruned_top_two(points_t, ids, starts, centres, radii, slack, directions):
+def pruned_top_two(points_t, ids, starts, centres_t, radii, slack, directions):
     """Top two rows along each direction, scoring only the blocks of rows whose bounding ball can compete.
 
     Parameters
@@ -326,10 +366,10 @@ def pruned_top_two(points_t, ids, starts, centres, radii, slack, directions):
     ids : ndarray of intp, shape (m,)
         Row id of each column (ties go to the smaller id, as in a scan in id order).
     starts : ndarray of intp, shape (leaves + 1,)
-    centres : ndarray, shape (leaves, dim)
+    centres_t : ndarray, shape (dim, leaves)
     radii : ndarray, shape (leaves,)
-        Every row of block l lies within ``radii[l]`` of ``centres[l]``, so along a direction u it scores at
-        most ``u . centres[l] + |u| radii[l]``.
+        Every row of block l lies within ``radii[l]`` of ``centres_t[:, l]``, so along a direction u it scores
+        at most ``u . centres_t[:, l] + |u| radii[l]``.
     slack : float
         Bound on the rounding of a score or a bound along a unit direction: a block is skipped only when its
         bound is below the current second score by more than ``|u|`` times this.
@@ -341,7 +381,7 @@ def pruned_top_two(points_t, ids, starts, centres, radii, slack, directions):
         As :func:`tiled_top_two`, and the number of blocks scored per direction. The block of highest
         bound is scored first, then every block whose bound still reaches the second score.
     """
-    count, dim = directions.shape
+    count = directions.shape[0]
     leaves = radii.shape[0]
     widest = 0
     for leaf in range(leaves):
@@ -351,33 +391,22 @@ def pruned_top_two(points_t, ids, starts, centres, radii, slack, directions):
     scanned = np.zeros(count, dtype=np.intp)
     chunks = (count + _CHUNK - 1) // _CHUNK
     for chunk in prange(chunks):
-        bounds = np.empty(leaves)
-        block = np.empty(widest)
+        bounds, block = np.empty(leaves), np.empty(widest)
         for r in range(chunk * _CHUNK, min(count, (chunk + 1) * _CHUNK)):
             direction = directions[r]
             length = np.sqrt((direction * direction).sum())
             margin = slack * length
-            first = 0
+            first = block_bounds(centres_t, radii, direction, length, 1.0, bounds)
+            best, best_at, runner, runner_at = _fold_block(points_t, ids, starts[first], starts[first + 1]
+                                                           - starts[first], direction, block, -np.inf, -1,
+                                                           -np.inf, -1)
+            scanned[r] = 1
             for leaf in range(leaves):
-                bound = radii[leaf] * length
-                for t in range(dim):
-                    bound += direction[t] * centres[leaf, t]
-                bounds[leaf] = bound
-                if bound > bounds[first]:
-                    first = leaf
-            best, runner, best_at, runner_at = -np.inf, -np.inf, -1, -1
-            for step in range(leaves + 1):
-                leaf = first if step == 0 else step - 1
-                if step > 0 and (leaf == first or bounds[leaf] + margin < runner):
+                if leaf == first or bounds[leaf] + margin < runner:
                     continue
-                begin, size = starts[leaf], starts[leaf + 1] - starts[leaf]
-                scores = block_scores(points_t, direction, begin, size, block)
+                best, best_at, runner, runner_at = _fold_block(points_t, ids, starts[leaf], starts[leaf + 1]
+                                                               - starts[leaf], direction, block, best, best_at,
+                                                               runner, runner_at)
                 scanned[r] += 1
-                for c in range(size):
-                    value, key = scores[c], ids[begin + c]
-                    if value > best or (value == best and key < best_at):
-                        runner, runner_at, best, best_at = best, best_at, value, key
-                    elif value > runner or (value == runner and key < runner_at):
-                        runner, runner_at = value, key
             top[r], second[r], top_at[r], second_at[r] = best, runner, best_at, runner_at
     return top_at, top, second, second_at, scanned

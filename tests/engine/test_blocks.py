@@ -54,7 +54,7 @@ def test_blocks_hold_every_key_once_within_their_balls(rng):
     np.testing.assert_array_equal(np.sort(index.ids), np.arange(3000))
     sizes = np.diff(index.starts)
     assert sizes.min() >= 1 and sizes.max() <= blocks.LEAF
-    offsets = np.linalg.norm(points[index.ids] - np.repeat(index.centres, sizes, axis=0), axis=1)
+    offsets = np.linalg.norm(points[index.ids] - np.repeat(index.centres_t.T, sizes, axis=0), axis=1)
     assert (offsets <= np.repeat(index.radii, sizes)).all()
 
 
