@@ -7,9 +7,10 @@ score highest along its own direction (the facet region its ray leaves through) 
 axes (a polytope round the centre). Here each key first gets such a set of about ``4 dim`` certified vertices;
 Wolfe's algorithm against it settles the key when the distance is within `low` (the combination is the
 certificate, whatever the set), and a separating witness is checked against all keys: a margin above `high` over
-every key settles it as selectable, else the best violating key (and the next one, where it violates too) joins
-that key's own set and the key is decided again, for up to :data:`ROUNDS` rounds (the best keys along each
-witness come from :class:`~geomln.engine._blocks.BlockIndex`, exactly as a scan of all keys would give them).
+every key settles it as selectable, else a violating key (and the next one, where it violates too) joins that
+key's own set and the key is decided again, for up to :data:`ROUNDS` rounds. The violator is the best of the
+likely vertices (the seeds and the earlier rounds' violators) where that one violates, else the best of all keys
+(both from :class:`~geomln.engine._blocks.BlockIndex`, exactly as a scan would give them).
 Everything else (borderline, stalled, unresolved after the rounds) goes through the general loop. The stopping
 distances and certificates are the engine's; only who is tried first changes.
 """
@@ -50,18 +51,20 @@ def _own_sets(points, keys, seeds):
     return np.ascontiguousarray(np.column_stack([others[near], np.broadcast_to(base, (keys.size, base.size))]))
 
 
-def _violators(index, seed_index, seeds, directions, keys, own_score, own_margin, candidates, high):
+def _violators(index, tier_index, tier, directions, keys, own_score, own_margin, candidates, high):
     """Return ``(best, best_score, runner, runner_score)`` along each witness, as :meth:`BlockIndex.best_other`.
 
-    The seeds are scored first (`seed_index` holds the rows `seeds`, and no key is a seed). Where the best seed
-    already violates the witness (it scores within `high` of the key and beats the margin over the key's own
-    set, `own_margin`) and is outside that set, it is the violator and all keys are not scanned: the witness
-    cannot certify the key, and the seed joins its set. Elsewhere (most last rounds) all keys are scored.
+    The likely vertices are scored first: `tier_index` holds the sorted rows `tier` (the seeds, and the keys
+    that violated a witness in an earlier round, which in later rounds are the best along nine witnesses in
+    ten). Where the best of them other than the key already violates the witness (it scores within `high` of
+    the key and beats the margin over the key's own set, `own_margin`) and is outside that set, it is the
+    violator and all keys are not scanned: the witness cannot certify the key, and that row joins its set.
+    Elsewhere (the witnesses that certify a key, say) all keys are scored.
     """
-    top_at, top, second, second_at = seed_index.top_two(directions)
-    best, runner = seeds[top_at], np.where(second_at >= 0, seeds[np.maximum(second_at, 0)], -1)
-    best_score, runner_score = top, second
-    rest = np.flatnonzero((own_score - top > high) | (own_score - top >= own_margin)
+    at = np.minimum(np.searchsorted(tier, keys), tier.size - 1)
+    best, best_score, runner, runner_score = tier_index.best_other(directions, np.where(tier[at] == keys, at, -1))
+    best, runner = tier[best], np.where(runner >= 0, tier[np.maximum(runner, 0)], -1)
+    rest = np.flatnonzero((own_score - best_score > high) | (own_score - best_score >= own_margin)
                           | (candidates == best[:, None]).any(axis=1))
     all_keys = index.best_other(directions[rest], keys[rest])
     for values, exact in zip((best, best_score, runner, runner_score), all_keys, strict=True):
@@ -99,7 +102,7 @@ def settle_with_own_sets(points, keys, seeds, tol):
     if keys.size == 0 or seeds.size < _MIN_SEEDS_PER_DIM * (dim + 1):
         return decisions, settled, np.empty(0, dtype=np.intp)
     candidates = _own_sets(points, keys, seeds)
-    index, seed_index = BlockIndex(points), BlockIndex(points[seeds])
+    index, tier, tier_index = BlockIndex(points), seeds, BlockIndex(points[seeds])
     pending = np.arange(keys.size)
     starts = np.full((keys.size, 1), -1, dtype=np.intp)  # Wolfe's starts: each key's support in its last round
     found = []
@@ -111,7 +114,7 @@ def settle_with_own_sets(points, keys, seeds, tol):
         witnessed = np.flatnonzero((st == kernels.SELECTABLE) | (st == kernels.CONVERGED))
         witnessed_keys = keys[pending[witnessed]]
         own_score = np.einsum("bd,bd->b", direc[witnessed], points[witnessed_keys])
-        best, best_score, runner, runner_score = _violators(index, seed_index, seeds, direc[witnessed],
+        best, best_score, runner, runner_score = _violators(index, tier_index, tier, direc[witnessed],
                                                             witnessed_keys, own_score, marg[witnessed],
                                                             candidates[witnessed], high)
         margin = np.minimum(own_score - best_score, marg[witnessed])
@@ -133,6 +136,8 @@ def settle_with_own_sets(points, keys, seeds, tol):
         also[witnessed] = np.where((runner >= 0) & (own_score - runner_score < marg[witnessed]), runner, -1)
         also[need] = np.where((candidates[need] == also[need][:, None]).any(axis=1), -1, also[need])
         found += [violator[need], also[need][also[need] >= 0]]
+        tier = np.union1d(tier, np.concatenate(found[-2:]))
+        tier_index = BlockIndex(points[tier])
         candidates = np.ascontiguousarray(np.column_stack([candidates[need], violator[need], also[need]]))
         starts = supp[need]
         enough = round_ < _FIRST_ROUNDS or np.count_nonzero(done) >= _MIN_SETTLED * pending.size
