@@ -136,12 +136,13 @@ def settle_with_own_sets(points, keys, seeds, tol):
         also[witnessed] = np.where((runner >= 0) & (own_score - runner_score < marg[witnessed]), runner, -1)
         also[need] = np.where((candidates[need] == also[need][:, None]).any(axis=1), -1, also[need])
         found += [violator[need], also[need][also[need] >= 0]]
-        tier = np.union1d(tier, np.concatenate(found[-2:]))
-        tier_index = BlockIndex(points[tier])
         candidates = np.ascontiguousarray(np.column_stack([candidates[need], violator[need], also[need]]))
         starts = supp[need]
         enough = round_ < _FIRST_ROUNDS or np.count_nonzero(done) >= _MIN_SETTLED * pending.size
         pending = pending[need]
         if pending.size == 0 or not enough:
             break
+        grown = np.union1d(tier, np.concatenate(found[-2:]))
+        if grown.size > tier.size:  # the next round scores this round's violators first too
+            tier, tier_index = grown, BlockIndex(points[grown])
     return decisions, settled, np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.intp)

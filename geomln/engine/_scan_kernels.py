@@ -319,7 +319,7 @@ def split_blocks(points, leaf):
 def block_bounds(centres_t, radii, direction, length, sign, bounds):
     """Fill `bounds` with the most any row of each block scores along ``sign * direction``; return the highest's block.
 
-    ``bounds[l] = |direction| radii[l] + sign * direction . centres[l]`` (`length` is ``|direction|``, `sign`
+    ``bounds[l] = |direction| radii[l] + sign * direction . centres_t[:, l]`` (`length` is ``|direction|``, `sign`
     is 1.0 or -1.0, which negates the bound of the lowest score exactly); the first block of highest bound is
     returned.
     """
@@ -338,8 +338,9 @@ def block_bounds(centres_t, radii, direction, length, sign, bounds):
 
 
 @inline_jit
-def _fold_block(points_t, ids, begin, size, direction, block, best, best_at, runner, runner_at):
-    """Fold the block of columns ``begin:begin + size`` into a running top two; return it, as the arguments."""
+def _fold_block(points_t, ids, starts, leaf, direction, block, best, best_at, runner, runner_at):
+    """Fold the columns of block `leaf` into a running top two; return it, as the arguments."""
+    begin, size = starts[leaf], starts[leaf + 1] - starts[leaf]
     scores = block_scores(points_t, direction, begin, size, block)
     highest = -np.inf
     for c in range(size):
@@ -397,16 +398,14 @@ def pruned_top_two(points_t, ids, starts, centres_t, radii, slack, directions):
             length = np.sqrt((direction * direction).sum())
             margin = slack * length
             first = block_bounds(centres_t, radii, direction, length, 1.0, bounds)
-            best, best_at, runner, runner_at = _fold_block(points_t, ids, starts[first], starts[first + 1]
-                                                           - starts[first], direction, block, -np.inf, -1,
-                                                           -np.inf, -1)
+            best, best_at, runner, runner_at = _fold_block(points_t, ids, starts, first, direction, block, -np.inf,
+                                                           -1, -np.inf, -1)
             scanned[r] = 1
             for leaf in range(leaves):
                 if leaf == first or bounds[leaf] + margin < runner:
                     continue
-                best, best_at, runner, runner_at = _fold_block(points_t, ids, starts[leaf], starts[leaf + 1]
-                                                               - starts[leaf], direction, block, best, best_at,
-                                                               runner, runner_at)
+                best, best_at, runner, runner_at = _fold_block(points_t, ids, starts, leaf, direction, block, best,
+                                                               best_at, runner, runner_at)
                 scanned[r] += 1
             top[r], second[r], top_at[r], second_at[r] = best, runner, best_at, runner_at
     return top_at, top, second, second_at, scanned
